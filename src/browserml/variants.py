@@ -1,0 +1,155 @@
+"""The ``variants.json`` contract: what a build directory holds.
+
+A build directory (``build/<name>/``) is what ``convert`` and ``import`` write and what the registry
+publishes. It holds one sub-folder per variant and a ``variants.json`` describing every file with its
+size and sha256, so any later step (publish, serve, the SDK) can check integrity without trusting the
+file system. The schema is a pydantic model so writer and readers cannot drift apart.
+
+Layout::
+
+    build/digits/
+      variants.json
+      float32/model.json  float32/group1-shard1of1.bin
+      float16/...         uint8/...
+      tflite-float32/model.tflite ...       (engine "litert")
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import FormatError, IntegrityError
+
+VARIANTS_FILE = "variants.json"
+SCHEMA = "browserml-build/1"
+
+Engine = Literal["tfjs", "litert"]
+
+
+class FileEntry(BaseModel):
+    """One file of a variant, addressed relative to the build directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="Relative to the build dir, e.g. 'uint8/model.json'.")
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    role: Literal["model", "weights"]
+
+
+class Variant(BaseModel):
+    """One runnable form of the model (a precision on an engine)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="float32 | float16 | uint8 | tflite-float32 | tflite-int8 ...")
+    engine: Engine = "tfjs"
+    format: Literal["tfjs-layers", "tfjs-graph", "tflite"] = "tfjs-layers"
+    weight_dtype: str = Field(description="How weights are stored: float32, float16, uint8, int8.")
+    files: list[FileEntry]
+    bytes: int = Field(ge=0, description="Sum of the files' bytes.")
+    accuracy: float | None = Field(None, description="Test accuracy with this variant's weights.")
+    agreement: float | None = Field(None, description="Top-1 agreement with float32 on test data.")
+    offered: bool = Field(True, description="False when the accuracy loss exceeds the budget.")
+    note: str | None = Field(None, description="Why a variant is not offered, or other caveats.")
+
+
+class InputSpec(BaseModel):
+    """What the model eats: raw pixels, resized by the client, rescaled inside the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: Literal[1, 3] = 3
+    value_range: tuple[float, float] = (0.0, 255.0)
+
+
+class Build(BaseModel):
+    """The whole ``variants.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: str = Field(SCHEMA, alias="schema")
+    name: str
+    source: str = Field(description="'browserml-train' or 'import:<path>'.")
+    architecture: str | None = None
+    labels: list[str]
+    input: InputSpec
+    test_samples: int | None = None
+    keras_accuracy: float | None = None
+    variants: list[Variant]
+
+    def variant(self, name: str) -> Variant:
+        """Given a variant name, return it, or raise FormatError naming the ones that exist."""
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        known = ", ".join(v.name for v in self.variants)
+        raise FormatError(f"no variant {name!r} in this build (it has: {known})")
+
+
+def sha256_file(path: Path) -> str:
+    """Given a file, return the hex sha256 of its bytes (streamed, so large shards are fine)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_file(build_dir: Path, path: Path, role: Literal["model", "weights"]) -> FileEntry:
+    """Given a file inside a build dir, return its entry with size and sha256."""
+    return FileEntry(
+        path=path.relative_to(build_dir).as_posix(),
+        bytes=path.stat().st_size,
+        sha256=sha256_file(path),
+        role=role,
+    )
+
+
+def write_build(build_dir: Path, build: Build) -> Path:
+    """Write ``variants.json`` atomically (temp file + rename); return its path."""
+    target = build_dir / VARIANTS_FILE
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(build.model_dump_json(by_alias=True, indent=2) + "\n")
+    tmp.replace(target)
+    return target
+
+
+def read_build(build_dir: Path) -> Build:
+    """Given a build dir, return its parsed ``variants.json`` or raise FormatError saying why not."""
+    path = Path(build_dir) / VARIANTS_FILE
+    if not path.is_file():
+        raise FormatError(f"{path}: not found; run 'browserml convert' or 'browserml import' first")
+    try:
+        return Build.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise FormatError(f"{path}: invalid at {where}: {first['msg']}") from None
+
+
+def check_files(build_dir: Path, build: Build) -> None:
+    """Check every listed file exists with the promised size and sha256; raise naming the first
+    that does not. This is what publish runs before anything is written."""
+    for variant in build.variants:
+        for entry in variant.files:
+            path = Path(build_dir) / entry.path
+            if not path.is_file():
+                raise IntegrityError(f"{entry.path}: missing (variant {variant.name})")
+            size = path.stat().st_size
+            if size != entry.bytes:
+                raise IntegrityError(
+                    f"{entry.path}: {size} bytes on disk, variants.json says {entry.bytes}"
+                )
+            digest = sha256_file(path)
+            if digest != entry.sha256:
+                raise IntegrityError(
+                    f"{entry.path}: sha256 {digest[:12]}… does not match variants.json "
+                    f"({entry.sha256[:12]}…)"
+                )
