@@ -16,7 +16,8 @@ from rich.console import Console
 
 from .errors import BrowserMLError
 
-console = Console()
+# Wide enough for the variant table when stdout is a pipe or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 
@@ -46,6 +47,118 @@ def print_json(payload: object) -> None:
 def existing_dir(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Path | None:
     """Click callback: return the path, leaving existence checks to the API's clearer errors."""
     return Path(value) if value is not None else None
+
+
+def percent(value: float | None) -> str:
+    """Format a fraction as a percentage, or a dash when unknown."""
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def print_variant_table(build) -> None:
+    """Print variant | engine | bytes | x of float32 | accuracy | change | agreement."""
+    from rich.table import Table
+
+    from .convert import variant_rows
+
+    table = Table(title=f"{build.name}: {build.architecture or build.source}")
+    for column in ("variant", "engine", "bytes", "x of float32", "accuracy", "change",
+                   "agreement", "offered"):
+        table.add_column(column, justify="left" if column in ("variant", "engine") else "right")
+    for row in variant_rows(build):
+        change = "-" if row["change_pp"] is None else f"{row['change_pp']:+.2f} pp"
+        table.add_row(row["name"], row["engine"], f"{row['bytes']:,}", f"{row['ratio']:.3f}x",
+                      percent(row["accuracy"]), change, percent(row["agreement"]),
+                      "yes" if row["offered"] else f"no: {row['note']}")
+    console.print(table)
+
+
+# ---------------------------------------------------------------- pipeline: train, convert, verify
+
+
+@cli.command()
+@click.option("--data", required=True, help="'mnist', 'shapes' or an image folder root/<label>/*.")
+@click.option("--arch", type=click.Choice(["cnn", "mobilenetv2"]), default="cnn", show_default=True)
+@click.option("--input-size", type=click.IntRange(8, 1024), default=28, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--limit", type=click.IntRange(2), default=None, help="Use the first N samples.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+              help="Force grayscale or RGB (default: mnist 1, others 3).")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width.")
+@click.option("--head", type=click.Choice(["flatten", "gap"]), default="flatten",
+              show_default=True, help="cnn head: the reference flatten, or compact global pooling.")
+@click.option("--seed", type=int, default=None, help="Random seed (default from settings).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
+def train(data, arch, input_size, epochs, batch_size, limit, channels, alpha, head, seed, out):
+    """Train a classifier and save model, labels and metrics to --out."""
+    from .train import RunConfig
+    from .train import train as run_training
+
+    config = RunConfig(data=data, arch=arch, input_size=input_size, epochs=epochs,
+                       batch_size=batch_size, limit=limit,
+                       channels=int(channels) if channels else None, alpha=alpha, head=head,
+                       seed=seed)
+    result = run_training(config, Path(out))
+    if result.skipped:
+        err_console.print(f"skipped {len(result.skipped)} unreadable file(s):", highlight=False)
+        for line in result.skipped[:20]:
+            err_console.print(f"  {line}", highlight=False)
+    console.print(f"saved {result.run_dir}: {result.params:,} parameters, "
+                  f"val accuracy {percent(result.val_accuracy)}, "
+                  f"test accuracy {percent(result.test_accuracy)}", highlight=False)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Build directory.")
+@click.option("--name", default=None, help="Model name (default: the --out folder's name).")
+@click.option("--budget", type=float, default=None,
+              help="Accuracy-loss budget in pp; variants beyond it are not offered (default 0.5).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def convert(run_dir, out, name, budget, as_json):
+    """Convert a trained run into TF.js variants (float32, float16, uint8) with a size/accuracy
+    table."""
+    from .convert import convert as run_convert
+    from .convert import variant_rows
+
+    build = run_convert(Path(run_dir), Path(out), name=name, budget_pp=budget)
+    if as_json:
+        print_json({"variants": [{k: row[k] for k in ("name", "engine", "bytes", "accuracy",
+                                                      "agreement", "offered")}
+                                 for row in variant_rows(build)]})
+    else:
+        print_variant_table(build)
+
+
+@cli.command()
+@click.argument("build_dir", type=click.Path())
+@click.option("--run", "run_dir", type=click.Path(), default=None,
+              help="Run directory with the Keras model and test images (default: runs/<name>).")
+@click.option("--samples", type=click.IntRange(1), default=None, help="Test images (default 200).")
+@click.option("--backend", type=click.Choice(["wasm", "cpu", "webgl"]), default="wasm",
+              show_default=True, help="TF.js backend to verify on.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def verify(build_dir, run_dir, samples, backend, as_json):
+    """Run every variant in real TF.js (headless Chromium) and compare it with Keras."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from .verify import verify as run_verify
+
+    report = run_verify(Path(build_dir), Path(run_dir) if run_dir else None, samples=samples,
+                        backend=backend)
+    if as_json:
+        print_json({"samples": report.samples, "ok": report.ok,
+                    "variants": [asdict(v) for v in report.variants]})
+        return
+    table = Table(title=f"TF.js in Chromium vs Keras, {report.samples} test images")
+    for column in ("variant", "backend", "max abs diff", "agreement", "accuracy", "result"):
+        table.add_column(column)
+    for v in report.variants:
+        table.add_row(v.name, v.backend, f"{v.max_abs_diff:.2e}", percent(v.agreement),
+                      percent(v.accuracy), "ok" if v.passed else "FAIL")
+    console.print(table)
 
 
 def main() -> None:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     manifest_max_age: int = Field(30, description="Seconds clients may cache a manifest.")
     cors_origins: list[str] = Field(default_factory=list)
     max_upload_bytes: int = 512 * 1024 * 1024
+    sdk_dir: Path = Field(PROJECT_ROOT / "sdk" / "src", description="Served at /sdk/.")
+    web_dir: Path = Field(PROJECT_ROOT / "web", description="demo/ and dashboard/ pages.")
 
     # Browser.
     browser_timeout_s: float = 120.0

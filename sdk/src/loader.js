@@ -1,0 +1,236 @@
+/**
+ * Manifest and model files: fetch, verify, cache, and assemble into model artifacts.
+ *
+ * The loader reads only the manifest and blobs (docs/http-api.md), so any static host or CDN that
+ * serves the same files works. Every file fetched over the network is checked against its sha256
+ * (SubtleCrypto) and size before it is used or cached; cache hits are re-verified too (see cache.js)
+ * and a bad entry is evicted and refetched. Nothing here knows about TF.js: `buildArtifacts` returns
+ * the plain {modelTopology, weightSpecs, weightData} object that an engine turns into a model.
+ * @module loader
+ */
+
+import { IntegrityError, LoadError } from './errors.js';
+import { manifestKey, sha256Hex } from './cache.js';
+
+/**
+ * @typedef {{path: string, role: string, url: string, bytes: number, sha256: string}} ManifestFile
+ * @typedef {{name: string, engine: string, format: string, weight_dtype?: string, bytes?: number,
+ *   files: ManifestFile[], offered?: boolean}} ManifestVariant
+ * @typedef {{name: string, version: number, channel: string, labels: string[],
+ *   input: {height: number, width: number, channels: number, value_range?: number[]},
+ *   variants: ManifestVariant[]}} Manifest
+ */
+
+/**
+ * Fetch the manifest; when the network fails (offline) fall back to the last good copy in the
+ * cache, so a page that loaded once keeps working offline.
+ * @param {{server: string, model: string, channel?: string, clientId?: string,
+ *   fetch?: typeof fetch, cache?: import('./cache.js').BlobCache}} opts
+ * @returns {Promise<{manifest: Manifest, source: 'network' | 'offline-cache', ms: number}>}
+ */
+export async function fetchManifest(opts) {
+  const { server, model, channel = 'stable', clientId, cache } = opts;
+  const doFetch = opts.fetch || globalThis.fetch.bind(globalThis);
+  const url = manifestUrl(server, model, channel, clientId);
+  const key = manifestKey(server, model, channel);
+  const t0 = now();
+  let response;
+  try {
+    response = await doFetch(url, { credentials: 'omit' });
+  } catch (err) {
+    const offline = cache ? await cache.getManifest(key) : null;
+    if (offline) return { manifest: offline, source: 'offline-cache', ms: now() - t0 };
+    throw new LoadError(`cannot reach ${url}: ${err && err.message ? err.message : err}`, 'network');
+  }
+  if (!response.ok) {
+    let detail = '';
+    try {
+      detail = (await response.json()).error || '';
+    } catch {
+      /* not JSON */
+    }
+    throw new LoadError(`manifest ${url}: HTTP ${response.status}${detail ? ` (${detail})` : ''}`,
+      response.status === 404 ? 'not-found' : 'http');
+  }
+  const manifest = validateManifest(await response.json());
+  if (cache) await cache.putManifest(key, manifest);
+  return { manifest, source: 'network', ms: now() - t0 };
+}
+
+/**
+ * @param {string} server @param {string} model @param {string} channel @param {string} [clientId]
+ * @returns {string} absolute manifest URL
+ */
+export function manifestUrl(server, model, channel, clientId) {
+  const u = new URL(`/v1/models/${encodeURIComponent(model)}/manifest`, server);
+  u.searchParams.set('channel', channel);
+  if (clientId) u.searchParams.set('client', clientId);
+  return u.href;
+}
+
+/**
+ * Check the fields the SDK relies on, so a bad manifest fails with a message instead of a
+ * TypeError deep in an engine.
+ * @param {any} m
+ * @returns {Manifest}
+ */
+export function validateManifest(m) {
+  const bad = (what) => { throw new LoadError(`manifest is invalid: ${what}`, 'manifest'); };
+  if (!m || typeof m !== 'object') bad('not an object');
+  if (!Array.isArray(m.labels) || !m.labels.length) bad('no labels');
+  const inp = m.input || {};
+  if (!(inp.height > 0 && inp.width > 0)) bad('input.height/width missing');
+  if (![1, 3].includes(inp.channels ?? 3)) bad(`input.channels must be 1 or 3, got ${inp.channels}`);
+  if (!Array.isArray(m.variants) || !m.variants.length) bad('no variants');
+  for (const v of m.variants) {
+    if (!v.name || !Array.isArray(v.files) || !v.files.length) bad(`variant ${v.name} has no files`);
+    for (const f of v.files) {
+      if (!/^[0-9a-f]{64}$/.test(f.sha256 || '')) bad(`${v.name}/${f.path}: sha256 missing`);
+    }
+  }
+  return m;
+}
+
+/**
+ * Fetch (or read from cache) every file of a variant, verified.
+ * @param {ManifestVariant} variant
+ * @param {{server: string, fetch?: typeof fetch, cache?: import('./cache.js').BlobCache | null}} opts
+ * @returns {Promise<{files: Map<string, ArrayBuffer>, fromCache: number, fromNetwork: number,
+ *   bytesFetched: number, evicted: string[], ms: number}>}
+ */
+export async function loadVariantFiles(variant, opts) {
+  const doFetch = opts.fetch || globalThis.fetch.bind(globalThis);
+  const cache = opts.cache || null;
+  const t0 = now();
+  const report = { files: new Map(), fromCache: 0, fromNetwork: 0, bytesFetched: 0, evicted: [], ms: 0 };
+  await Promise.all(variant.files.map(async (file) => {
+    if (cache) {
+      const hit = await cache.get(file.sha256);
+      if (hit) {
+        if (hit.byteLength === file.bytes && (await sha256Hex(hit)) === file.sha256) {
+          report.files.set(file.path, hit);
+          report.fromCache += 1;
+          return;
+        }
+        // A corrupt entry: drop it and fall through to the network.
+        await cache.evict(file.sha256);
+        report.evicted.push(file.path);
+      }
+    }
+    const url = new URL(file.url, opts.server).href;
+    let response;
+    try {
+      response = await doFetch(url, { credentials: 'omit' });
+    } catch (err) {
+      throw new LoadError(`${variant.name}/${file.path}: cannot fetch ${url}: ${err && err.message ? err.message : err}`, 'network');
+    }
+    if (!response.ok) {
+      throw new LoadError(`${variant.name}/${file.path}: HTTP ${response.status} from ${url}`, 'http');
+    }
+    const bytes = await response.arrayBuffer();
+    await verify(variant.name, file, bytes);
+    report.files.set(file.path, bytes);
+    report.fromNetwork += 1;
+    report.bytesFetched += bytes.byteLength;
+    if (cache) await cache.put(file.sha256, bytes);
+  }));
+  report.ms = now() - t0;
+  return report;
+}
+
+/**
+ * Throw IntegrityError unless `bytes` has the promised size and sha256.
+ * @param {string} variantName @param {ManifestFile} file @param {ArrayBuffer} bytes
+ */
+export async function verify(variantName, file, bytes) {
+  if (typeof file.bytes === 'number' && bytes.byteLength !== file.bytes) {
+    throw new IntegrityError(
+      `${variantName}/${file.path}: got ${bytes.byteLength} bytes, the manifest says ${file.bytes}`,
+      { variant: variantName, path: file.path });
+  }
+  const digest = await sha256Hex(bytes);
+  if (digest !== file.sha256) {
+    throw new IntegrityError(
+      `${variantName}/${file.path}: sha256 ${digest.slice(0, 12)}… does not match the manifest (${file.sha256.slice(0, 12)}…)`,
+      { variant: variantName, path: file.path });
+  }
+}
+
+/**
+ * Find the bytes for a path named inside model.json. Manifest paths are relative to the variant
+ * folder ("group1-shard1of1.bin"); a build-relative path ("uint8/group1-shard1of1.bin") is accepted
+ * too so a manifest written either way works.
+ * @param {Map<string, ArrayBuffer>} files
+ * @param {string} path
+ * @returns {ArrayBuffer | undefined}
+ */
+export function resolveFile(files, path) {
+  if (files.has(path)) return files.get(path);
+  const clean = path.replace(/^\.\//, '');
+  for (const [key, value] of files) {
+    if (key === clean || key.endsWith(`/${clean}`)) return value;
+  }
+  return undefined;
+}
+
+/**
+ * Assemble TF.js model artifacts from verified files: parse model.json, concatenate the weight
+ * shards in `weightsManifest` order (exactly what tf.io.fromMemory / loadLayersModel expect).
+ * @param {ManifestVariant} variant
+ * @param {Map<string, ArrayBuffer>} files
+ * @returns {{modelTopology: object, weightSpecs: object[], weightData: ArrayBuffer, format?: string,
+ *   generatedBy?: string, convertedBy?: string | null, trainingConfig?: object}}
+ */
+export function buildArtifacts(variant, files) {
+  const modelFile = variant.files.find((f) => f.role === 'model') ||
+    variant.files.find((f) => /(^|\/)model\.json$/.test(f.path));
+  if (!modelFile) throw new LoadError(`${variant.name}: no model.json in the manifest`, 'manifest');
+  let json;
+  try {
+    json = JSON.parse(new TextDecoder().decode(files.get(modelFile.path)));
+  } catch (err) {
+    throw new LoadError(`${variant.name}/${modelFile.path}: not valid JSON (${err.message})`, 'format');
+  }
+  if (!json.modelTopology) throw new LoadError(`${variant.name}/${modelFile.path}: no modelTopology`, 'format');
+  const weightSpecs = [];
+  const shards = [];
+  for (const group of json.weightsManifest || []) {
+    for (const p of group.paths || []) {
+      const bytes = resolveFile(files, p);
+      if (!bytes) {
+        throw new LoadError(`${variant.name}: model.json names weight file ${p}, which the manifest does not list`, 'format');
+      }
+      shards.push(bytes);
+    }
+    weightSpecs.push(...(group.weights || []));
+  }
+  return {
+    modelTopology: json.modelTopology,
+    weightSpecs,
+    weightData: concat(shards),
+    format: json.format,
+    generatedBy: json.generatedBy,
+    convertedBy: json.convertedBy,
+    trainingConfig: json.trainingConfig,
+  };
+}
+
+/**
+ * @param {ArrayBuffer[]} buffers
+ * @returns {ArrayBuffer}
+ */
+export function concat(buffers) {
+  if (buffers.length === 1) return buffers[0];
+  const total = buffers.reduce((n, b) => n + b.byteLength, 0);
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const b of buffers) {
+    out.set(new Uint8Array(b), offset);
+    offset += b.byteLength;
+  }
+  return out.buffer;
+}
+
+function now() {
+  return typeof performance !== 'undefined' ? performance.now() : Date.now();
+}

@@ -1,0 +1,203 @@
+/**
+ * What to run on: an (engine, backend, variant) *candidate*, picked by measuring on this device.
+ *
+ * Variants are tried in the manifest's preference order (smallest download first: uint8, float16,
+ * float32) and the first that loads, verifies and gives finite outputs is used — within one engine
+ * the variants compute at the same speed (TF.js dequantizes uint8/float16 weights to float32 at
+ * load), so the download size decides. Backends are *timed*: each available one gets a warm-up and
+ * a few predictions inside a shared budget (1.5 s by default) and the fastest median wins. The
+ * winner is remembered per device key and model version, so a repeat visit skips the probe.
+ *
+ * The candidate carries the engine so a second engine (LiteRT.js, issue 8) slots in as more
+ * candidates: its variants do differ in speed (int8 kernels), and the same timing loop decides.
+ *
+ * Everything here is pure logic (no TF.js, no DOM) so node --test covers it.
+ * @module selection
+ */
+
+/** @typedef {{engine: string, backend: string, variant: string}} Candidate */
+/** @typedef {{candidate: Candidate, ok: boolean, ms?: number, warmupMs?: number, runs?: number, error?: string}} ProbeResult */
+
+/**
+ * Order in which backends are *probed* (not chosen): it only matters when the budget runs out
+ * before every backend was timed, so the usually-fast ones go first and the CPU reference last.
+ */
+export const PROBE_ORDER = Object.freeze(['webgpu', 'wasm', 'webgl', 'cpu']);
+
+export const DEFAULT_BUDGET_MS = 1500;
+
+/** @param {Candidate} c @returns {string} e.g. "tfjs/wasm/uint8" */
+export function candidateKey(c) {
+  return `${c.engine}/${c.backend}/${c.variant}`;
+}
+
+/**
+ * localStorage key of the remembered choice.
+ * @param {string} device from device.deviceKey()
+ * @param {string} model
+ * @param {number | string} version
+ */
+export function choiceKey(device, model, version) {
+  return `browserml:choice:${device}:${model}:v${version}`;
+}
+
+/**
+ * Sort available backends into probe order; unknown names go after known ones, in given order.
+ * @param {string[]} available
+ * @param {string[]} [allowed] restrict to these (user option)
+ * @returns {string[]}
+ */
+export function probeOrder(available, allowed) {
+  const set = allowed && allowed.length ? available.filter((b) => allowed.includes(b)) : [...available];
+  const rank = (b) => {
+    const i = PROBE_ORDER.indexOf(b);
+    return i < 0 ? PROBE_ORDER.length : i;
+  };
+  return set.map((b, i) => [b, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1]).map(([b]) => b);
+}
+
+/**
+ * Variants of one engine in the order to try them: the manifest's preference order, with a
+ * remembered variant first (a repeat visit goes straight to what worked), skipping variants the
+ * manifest does not offer.
+ * @param {{name: string, engine?: string, offered?: boolean}[]} variants manifest order
+ * @param {string} engine
+ * @param {string} [remembered] variant name that won last time
+ * @param {string[]} [allowed] restrict to these names (user option)
+ * @returns {string[]}
+ */
+export function variantOrder(variants, engine, remembered, allowed) {
+  const names = variants
+    .filter((v) => (v.engine || 'tfjs') === engine && v.offered !== false)
+    .filter((v) => !allowed || !allowed.length || allowed.includes(v.name))
+    .map((v) => v.name);
+  if (remembered && names.includes(remembered)) {
+    return [remembered, ...names.filter((n) => n !== remembered)];
+  }
+  return names;
+}
+
+/**
+ * Successful probe results, fastest first (by median ms; ties keep probe order).
+ * @param {ProbeResult[]} results
+ * @returns {ProbeResult[]}
+ */
+export function rank(results) {
+  return results
+    .map((r, i) => [r, i])
+    .filter(([r]) => r.ok && Number.isFinite(r.ms))
+    .sort((a, b) => a[0].ms - b[0].ms || a[1] - b[1])
+    .map(([r]) => r);
+}
+
+/**
+ * Candidates to try, in order, after `current` failed.
+ * - kind "backend" (the backend broke: context lost, kernel error): same variant on the other
+ *   backends in measured order, then later variants.
+ * - kind "variant" (integrity, NaN, load failure of the files): later variants on the same backend,
+ *   then the other backends.
+ * Anything in `failed` (candidate keys) is skipped.
+ * @param {Candidate} current
+ * @param {'backend' | 'variant'} kind
+ * @param {{variants: string[], backends: string[]}} options variants in preference order, backends ranked fastest first
+ * @param {Set<string>} failed
+ * @returns {Candidate[]}
+ */
+export function fallbackCandidates(current, kind, options, failed) {
+  const { engine } = current;
+  const vIdx = options.variants.indexOf(current.variant);
+  const laterVariants = options.variants.slice(vIdx + 1);
+  const otherBackends = options.backends.filter((b) => b !== current.backend);
+  const out = [];
+  const push = (variant, backend) => {
+    const c = { engine, backend, variant };
+    const k = candidateKey(c);
+    if (!failed.has(k) && k !== candidateKey(current) && !out.some((o) => candidateKey(o) === k)) out.push(c);
+  };
+  if (kind === 'backend') {
+    for (const b of otherBackends) push(current.variant, b);
+    for (const v of laterVariants) for (const b of otherBackends) push(v, b);
+  } else {
+    for (const v of laterVariants) push(v, current.backend);
+    for (const v of laterVariants) for (const b of otherBackends) push(v, b);
+  }
+  return out;
+}
+
+/**
+ * Time `runOnce` a few times inside a deadline. At least `minRuns` runs happen even past the
+ * deadline (one number is needed to compare), at most `maxRuns`. Returns each run's ms.
+ * @param {() => Promise<unknown>} runOnce
+ * @param {{deadline: number, minRuns?: number, maxRuns?: number, now?: () => number}} opts
+ * @returns {Promise<number[]>}
+ */
+export async function timeRuns(runOnce, opts) {
+  const now = opts.now || (() => performance.now());
+  const minRuns = opts.minRuns ?? 1;
+  const maxRuns = opts.maxRuns ?? 5;
+  const times = [];
+  while (times.length < maxRuns) {
+    if (times.length >= minRuns && now() >= opts.deadline) break;
+    const t0 = now();
+    await runOnce();
+    const ms = now() - t0;
+    times.push(ms);
+    // A run that alone takes longer than the time left will not fit another: stop early.
+    if (times.length >= minRuns && now() + ms > opts.deadline) break;
+  }
+  return times;
+}
+
+/**
+ * The per-backend deadline: an equal share of what is left of the total budget among the
+ * backends still to probe, so a slow first backend cannot starve the others.
+ * @param {number} start when probing began
+ * @param {number} budgetMs total budget
+ * @param {number} remaining backends still to probe (including this one)
+ * @param {number} t now
+ */
+export function shareDeadline(start, budgetMs, remaining, t) {
+  const left = Math.max(0, start + budgetMs - t);
+  return t + left / Math.max(1, remaining);
+}
+
+/**
+ * A remembered-choice store over a localStorage-like object; never throws (private mode,
+ * quota, workers without localStorage all mean "nothing remembered").
+ */
+export class ChoiceStore {
+  /** @param {{getItem(k: string): string | null, setItem(k: string, v: string): void} | null} storage */
+  constructor(storage) {
+    this.storage = storage;
+  }
+
+  /** @param {string} key @returns {Candidate | null} */
+  get(key) {
+    try {
+      const raw = this.storage && this.storage.getItem(key);
+      if (!raw) return null;
+      const c = JSON.parse(raw);
+      return c && c.engine && c.backend && c.variant ? c : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** @param {string} key @param {Candidate & object} value */
+  set(key, value) {
+    try {
+      if (this.storage) this.storage.setItem(key, JSON.stringify(value));
+    } catch {
+      /* quota or no storage: the next visit measures again */
+    }
+  }
+
+  /** @param {string} key */
+  forget(key) {
+    try {
+      if (this.storage) this.storage.removeItem(key);
+    } catch {
+      /* ignore */
+    }
+  }
+}

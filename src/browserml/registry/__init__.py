@@ -1,0 +1,18 @@
+"""The model registry: content-addressed blobs on disk + version/channel metadata in SQLite or
+PostgreSQL. It knows no HTTP; :mod:`browserml.server` serves what it stores."""
+
+from __future__ import annotations
+
+from .blobs import BlobStore
+from .db import ChannelState, open_database
+from .registry import Published, Registry, check_name, pick_version
+
+__all__ = [
+    "BlobStore",
+    "ChannelState",
+    "Published",
+    "Registry",
+    "check_name",
+    "open_database",
+    "pick_version",
+]

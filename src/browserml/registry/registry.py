@@ -1,0 +1,383 @@
+"""The registry: publish builds as immutable versions, point channels at them, answer manifests.
+
+Why it is shaped this way: the reference team once shipped corrupted quantized files and only
+survived thanks to the client's fall back. So a publish checks *everything it can* before anything
+is written — every file's size and sha256 against ``variants.json``, every TF.js ``model.json``'s
+weight shapes against its shards' bytes, every TFLite file's flatbuffer magic — and then commits in
+the only order that cannot leave a half version: blobs first (content-addressed, each written
+atomically, harmless if orphaned), then one database transaction. A publish killed at any point
+leaves no version row, so no manifest can ever name a missing or partial file.
+
+Channels make rollouts and rollbacks a one-row change. A channel can serve a new version to a
+percentage of clients; which clients is decided by a hash of (model, channel, client id), so a
+client stays in the canary as its percentage grows, and a client without an id gets the version
+everyone else has.
+
+This module knows no HTTP: the server turns manifests into responses and adds the blob URLs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import FormatError, InvalidNameError, NotFoundError, RegistryError
+from ..settings import Settings, get_settings
+from ..variants import Build, Variant, check_files, read_build
+from .blobs import BlobStore
+from .db import ChannelState, Database, open_database
+
+NAME = re.compile(r"[a-z0-9-]{1,64}")
+DEFAULT_CHANNEL = "stable"
+# Bytes per stored weight value, by the dtype the shard actually holds (quantized dtype first).
+DTYPE_BYTES = {
+    "float32": 4,
+    "int32": 4,
+    "float16": 2,
+    "uint16": 2,
+    "uint8": 1,
+    "int8": 1,
+    "bool": 1,
+}
+# The order the SDK should try variants in: smallest download first, exact float32 last.
+PREFERENCE = {"uint8": 0, "float16": 1, "float32": 2}
+TFLITE_MAGIC = b"TFL3"
+
+
+def check_name(value: str, what: str = "model name") -> str:
+    """Given a model or channel name, return it when it is ``[a-z0-9-]{1,64}``, else raise
+    InvalidNameError (this is also what keeps names from ever being paths)."""
+    if not isinstance(value, str) or NAME.fullmatch(value) is None:
+        raise InvalidNameError(f"{what} {str(value)[:80]!r} is not [a-z0-9-]{{1,64}}")
+    return value
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish stored: the version number, the channel it went to, and its size."""
+
+    name: str
+    version: int
+    channel: str | None
+    variants: list[str]
+    files: int
+    bytes: int
+
+
+class Registry:
+    """Blob store + metadata database under one data dir (or a PostgreSQL URL)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.blobs = BlobStore(Path(self.settings.data_dir) / "blobs")
+        self.db: Database = open_database(self.settings)
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.db.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        build_dir: Path,
+        name: str,
+        version: int | None = None,
+        channel: str | None = None,
+        accuracy_budget_pp: float | None = None,
+    ) -> Published:
+        """Given a build dir, validate every file, store the blobs, then record the version (and
+        point ``channel`` at it) in one transaction. Return what was published.
+
+        Raises FormatError/IntegrityError naming the first bad file, with nothing recorded."""
+        check_name(name)
+        if channel is not None:
+            check_name(channel, "channel")
+        if version is not None and version < 1:
+            raise RegistryError(f"version must be a positive integer, got {version}")
+        build_dir = Path(build_dir)
+        build = read_build(build_dir)
+        validate_build(build_dir, build)
+        budget = (
+            self.settings.accuracy_budget_pp if accuracy_budget_pp is None else accuracy_budget_pp
+        )
+        release = {
+            "build": build.model_dump(by_alias=True),
+            "manifest": _manifest_body(build, budget),
+        }
+        for variant in build.variants:
+            for entry in variant.files:
+                self.blobs.put_file(build_dir / entry.path, entry.sha256)
+        number = self.db.insert_version(name, version, json.dumps(release), channel)
+        files = [entry for variant in build.variants for entry in variant.files]
+        return Published(
+            name=name,
+            version=number,
+            channel=channel,
+            variants=[v.name for v in build.variants],
+            files=len(files),
+            bytes=sum(entry.bytes for entry in files),
+        )
+
+    def promote(self, name: str, version: int, channel: str, percent: int = 100) -> ChannelState:
+        """Point ``channel`` at ``version`` for ``percent`` % of clients; return the state."""
+        check_name(name)
+        check_name(channel, "channel")
+        if not 1 <= percent <= 100:
+            raise RegistryError(f"percent must be between 1 and 100, got {percent}")
+        return self.db.set_channel(name, channel, version, percent)
+
+    def rollback(self, name: str, channel: str) -> ChannelState:
+        """Undo the last promotion of ``channel``; return the state it is back to."""
+        check_name(name)
+        check_name(channel, "channel")
+        self._require_model(name)
+        return self.db.rollback_channel(name, channel)
+
+    def delete(self, name: str, version: int) -> None:
+        """Delete a version that no channel serves (its blobs stay: others may share them)."""
+        check_name(name)
+        self.db.delete_version(name, version)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def list(self) -> list[dict[str, Any]]:
+        """Return every model with its versions and channel states, for ``browserml list``."""
+        models: dict[str, dict[str, Any]] = {}
+        for row in self.db.list_versions():
+            release = json.loads(row.build)
+            variants = release["manifest"]["variants"]
+            entry = models.setdefault(
+                row.model, {"name": row.model, "versions": [], "channels": {}}
+            )
+            entry["versions"].append(
+                {
+                    "version": row.version,
+                    "created_at": row.created_at,
+                    "variants": [v["name"] for v in variants],
+                    "bytes": sum(v["bytes"] for v in variants),
+                }
+            )
+        for name, entry in models.items():
+            for state in self.db.channels(name):
+                entry["channels"][state.channel] = _state_dict(state)
+        return list(models.values())
+
+    def manifest(
+        self, name: str, channel: str = DEFAULT_CHANNEL, client_id: str | None = None
+    ) -> dict[str, Any]:
+        """Given a model, channel and optional client id, return the manifest that client should
+        load: the version (the canary's when the client hashes into its percentage), labels,
+        input, preprocessing, offered variants in preference order, and what is not offered.
+
+        Raises NotFoundError for an unknown model or channel."""
+        check_name(name)
+        check_name(channel, "channel")
+        state = self.db.channel(name, channel)
+        if state is None:
+            self._require_model(name)
+            raise NotFoundError(f"model {name!r} has no channel {channel!r}")
+        version = pick_version(state, name, client_id)
+        return self.version_manifest(name, version, channel)
+
+    def version_manifest(self, name: str, version: int, channel: str | None = None) -> dict:
+        """Given a model and version, return its manifest (without blob URLs)."""
+        row = self.db.get_version(check_name(name), version)
+        body = json.loads(row.build)["manifest"]
+        return {"name": name, "version": version, "channel": channel, **body}
+
+    def _require_model(self, name: str) -> None:
+        if not self.db.list_versions(name):
+            raise NotFoundError(f"no model named {name!r}; publish one with 'browserml publish'")
+
+
+def pick_version(state: ChannelState, name: str, client_id: str | None) -> int:
+    """Given a channel state, return the version this client gets: the rollout's version when the
+    client's stable hash bucket (0-99) is below the percentage, else the base version."""
+    if state.percent >= 100 or state.base_version is None:
+        return state.version
+    if not client_id:
+        return state.base_version
+    digest = hashlib.sha256(f"{name}\n{state.channel}\n{client_id}".encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") % 100
+    return state.version if bucket < state.percent else state.base_version
+
+
+def _state_dict(state: ChannelState) -> dict[str, Any]:
+    data = asdict(state)
+    data.pop("channel")
+    return data
+
+
+# -- validation ------------------------------------------------------------------------------------
+
+
+def validate_build(build_dir: Path, build: Build) -> None:
+    """Raise FormatError/IntegrityError for the first thing wrong with a build: unsafe paths,
+    files not matching ``variants.json``, weights not matching their shapes, bad TFLite files."""
+    for variant in build.variants:
+        for entry in variant.files:
+            _check_relative_path(entry.path, f"variant {variant.name}")
+    check_files(build_dir, build)
+    for variant in build.variants:
+        _variant_dir(variant)
+        if variant.format == "tflite":
+            _check_tflite(build_dir, variant)
+        else:
+            _check_tfjs(build_dir, variant)
+
+
+def _check_relative_path(path: str, where: str) -> PurePosixPath:
+    """Given a path from a manifest, return it when it stays inside its folder, else raise."""
+    pure = PurePosixPath(path)
+    if not path or "\\" in path or pure.is_absolute() or ".." in pure.parts or "." in pure.parts:
+        raise FormatError(f"{path!r} ({where}): paths must be relative and stay inside the build")
+    return pure
+
+
+def _variant_dir(variant: Variant) -> PurePosixPath:
+    """The folder of a variant's single model file; every other file must sit under it."""
+    models = [PurePosixPath(e.path) for e in variant.files if e.role == "model"]
+    if len(models) != 1:
+        raise FormatError(f"variant {variant.name}: needs exactly one file with role 'model'")
+    folder = models[0].parent
+    for entry in variant.files:
+        if not PurePosixPath(entry.path).is_relative_to(folder):
+            raise FormatError(f"{entry.path}: outside variant {variant.name}'s folder {folder}/")
+    return folder
+
+
+def _check_tflite(build_dir: Path, variant: Variant) -> None:
+    for entry in variant.files:
+        with (build_dir / entry.path).open("rb") as handle:
+            head = handle.read(8)
+        if entry.role == "model" and head[4:8] != TFLITE_MAGIC:
+            raise FormatError(f"{entry.path}: not a TFLite flatbuffer (no 'TFL3' at bytes 4-8)")
+
+
+def _check_tfjs(build_dir: Path, variant: Variant) -> None:
+    """Check a TF.js model.json: valid JSON, a weightsManifest whose shards are all listed in
+    ``variants.json``, and whose weights' shapes x dtype sizes add up to the shards' bytes."""
+    model_entry = next(e for e in variant.files if e.role == "model")
+    model_path = build_dir / model_entry.path
+    try:
+        model = json.loads(model_path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{model_entry.path}: not valid JSON ({exc})") from None
+    groups = model.get("weightsManifest") if isinstance(model, dict) else None
+    if not isinstance(groups, list):
+        raise FormatError(f"{model_entry.path}: no 'weightsManifest' list")
+    folder = PurePosixPath(model_entry.path).parent
+    sizes = {PurePosixPath(e.path): e.bytes for e in variant.files if e.role == "weights"}
+    for index, group in enumerate(groups):
+        where = f"{model_entry.path} weightsManifest[{index}]"
+        shard_bytes = _group_shard_bytes(group, folder, sizes, where)
+        weight_bytes = sum(_weight_bytes(w, where) for w in group.get("weights", []))
+        if weight_bytes != shard_bytes:
+            raise FormatError(
+                f"{where}: weight shapes need {weight_bytes} bytes but its shards hold "
+                f"{shard_bytes}; the shards do not belong to this model.json"
+            )
+
+
+def _group_shard_bytes(
+    group: dict, folder: PurePosixPath, sizes: dict[PurePosixPath, int], where: str
+) -> int:
+    paths = group.get("paths") if isinstance(group, dict) else None
+    if not isinstance(paths, list) or not paths:
+        raise FormatError(f"{where}: no 'paths' list")
+    total = 0
+    for path in paths:
+        full = folder / _check_relative_path(str(path), where)
+        if full not in sizes:
+            raise FormatError(f"{where}: shard {path!r} is not listed in variants.json")
+        total += sizes[full]
+    return total
+
+
+def _weight_bytes(weight: dict, where: str) -> int:
+    """Given one weightsManifest entry, return the bytes it occupies in the shards."""
+    try:
+        name, shape, dtype = weight["name"], weight["shape"], weight["dtype"]
+    except (KeyError, TypeError):
+        raise FormatError(f"{where}: a weight lacks name, shape or dtype") from None
+    quantization = weight.get("quantization") or {}
+    stored = quantization.get("dtype", dtype)
+    if stored not in DTYPE_BYTES:
+        raise FormatError(f"{where}: weight {name!r} has unsupported dtype {stored!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise FormatError(f"{where}: weight {name!r} has invalid shape {shape!r}")
+    return math.prod(shape) * DTYPE_BYTES[stored]
+
+
+# -- manifest --------------------------------------------------------------------------------------
+
+
+def _manifest_body(build: Build, budget_pp: float) -> dict[str, Any]:
+    """Given a validated build, return the version-independent part of its manifest."""
+    offered, not_offered = [], []
+    reference = build.keras_accuracy
+    if reference is None:
+        reference = next((v.accuracy for v in build.variants if v.name == "float32"), None)
+    for variant in build.variants:
+        reason = _not_offered_reason(variant, reference, budget_pp)
+        if reason:
+            not_offered.append({"name": variant.name, "reason": reason})
+        else:
+            offered.append(variant)
+    offered.sort(key=lambda v: (v.engine != "tfjs", PREFERENCE.get(v.name, len(PREFERENCE))))
+    return {
+        "labels": build.labels,
+        "input": build.input.model_dump(),
+        "preprocessing": {
+            "resize": "bilinear",
+            "channels": build.input.channels,
+            "rescale": "in-model",
+        },
+        "variants": [_variant_entry(v) for v in offered],
+        "not_offered": not_offered,
+    }
+
+
+def _not_offered_reason(variant: Variant, reference: float | None, budget_pp: float) -> str | None:
+    if not variant.offered:
+        return variant.note or "marked not offered by the build"
+    if reference is None or variant.accuracy is None:
+        return None
+    loss_pp = (reference - variant.accuracy) * 100
+    if loss_pp > budget_pp:
+        return f"accuracy loss {loss_pp:.1f} pp exceeds the {budget_pp:g} pp budget"
+    return None
+
+
+def _variant_entry(variant: Variant) -> dict[str, Any]:
+    folder = _variant_dir(variant)
+    return {
+        "name": variant.name,
+        "engine": variant.engine,
+        "format": variant.format,
+        "weight_dtype": variant.weight_dtype,
+        "bytes": variant.bytes,
+        "accuracy": variant.accuracy,
+        "agreement": variant.agreement,
+        "files": [
+            {
+                "path": PurePosixPath(e.path).relative_to(folder).as_posix(),
+                "role": e.role,
+                "bytes": e.bytes,
+                "sha256": e.sha256,
+            }
+            for e in variant.files
+        ],
+    }

@@ -1,0 +1,122 @@
+"""Keras 3 model config -> the Keras 2 shaped topology that tfjs-layers 4.x reads.
+
+tfjs-layers deserialises Keras 2 JSON. Keras 3 changed the shape in a few places, and
+``tf.models.modelFromJSON`` of a Keras 3 config fails ("An InputLayer should be passed either a
+`batchInputShape` or an `inputShape`"). We translate:
+
+* ``InputLayer.batch_shape`` -> ``batch_input_shape``;
+* ``DTypePolicy`` objects -> their name; serialised objects lose ``module`` / ``registered_name``;
+  layers lose ``build_config``;
+* functional ``inbound_nodes`` ``[{"args": [tensor | [tensors]], "kwargs": {}}]`` ->
+  ``[[[layer, node_index, tensor_index, {}], ...]]``;
+* keys tfjs-layers does not know and that hold their neutral default are dropped.
+
+A layer class tfjs-layers cannot build is refused here, naming it, rather than at load time in a
+user's browser.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import FormatError
+
+KERAS2_VERSION = "2.15.0"
+
+# Layer classes tfjs-layers 4.22 deserialises (the subset a Keras image classifier uses).
+SUPPORTED_LAYERS = {
+    "InputLayer", "Rescaling", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
+    "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten", "Dropout",
+    "Dense", "BatchNormalization", "ReLU", "Activation", "ZeroPadding2D", "Add", "Concatenate",
+    "Multiply", "Reshape", "Softmax", "LeakyReLU", "Resizing", "CenterCrop", "LayerNormalization",
+    "SpatialDropout2D", "UpSampling2D", "Conv2DTranspose", "Cropping2D", "Permute",
+}
+
+# Keras 3 config keys with no tfjs-layers meaning, dropped when they hold these neutral values.
+NEUTRAL_KEYS = {
+    "optional": False, "ragged": False, "groups": 1, "lora_rank": None, "lora_alpha": None,
+    "synchronized": False, "keepdims": False, "quantization_config": None,
+    "input_axes": None, "output_axes": None,
+}
+# Keras 3 keys dropped whatever their value (they only matter for training-time behaviour that
+# TF.js inference never uses).
+DROPPED_KEYS = {"module", "registered_name", "build_config", "compile_config", "negative_slope",
+                "threshold"}
+
+
+def translate_object(value: Any) -> Any:
+    """Recursively turn Keras 3 serialised values into their Keras 2 form."""
+    if isinstance(value, list):
+        return [translate_object(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("class_name") == "DTypePolicy":
+        return value["config"]["name"]
+    out = {}
+    for key, item in value.items():
+        if key in DROPPED_KEYS or (key in NEUTRAL_KEYS and item == NEUTRAL_KEYS[key]):
+            continue
+        out[key] = translate_object(item)
+    return out
+
+
+def translate_node_args(args: list) -> list[list]:
+    """Given a Keras 3 inbound node's ``args``, return Keras 2's list of ``[layer, node, index,
+    kwargs]`` entries (a merge layer's first argument is a list of tensors)."""
+    first = args[0] if args else []
+    tensors = first if isinstance(first, list) else [first]
+    entries = []
+    for tensor in tensors:
+        if not (isinstance(tensor, dict) and tensor.get("class_name") == "__keras_tensor__"):
+            raise FormatError(f"unsupported inbound node argument: {json.dumps(tensor)[:80]}")
+        layer, node_index, tensor_index = tensor["config"]["keras_history"]
+        entries.append([layer, node_index, tensor_index, {}])
+    return entries
+
+
+def translate_layer(layer: dict) -> dict:
+    """Return one layer entry in Keras 2 form, refusing classes tfjs-layers cannot build."""
+    class_name = layer["class_name"]
+    if class_name not in SUPPORTED_LAYERS:
+        raise FormatError(
+            f"layer {layer.get('name') or layer['config'].get('name')!r} is a {class_name}, "
+            "which TF.js layers cannot load"
+        )
+    config = translate_object(layer["config"])
+    if class_name == "InputLayer" and "batch_shape" in config:
+        config["batch_input_shape"] = config.pop("batch_shape")
+    out = {"class_name": class_name, "config": config}
+    if "name" in layer:
+        out["name"] = layer["name"]
+    if "inbound_nodes" in layer:
+        out["inbound_nodes"] = [translate_node_args(node["args"]) for node in layer["inbound_nodes"]]
+    return out
+
+
+def keras_to_tfjs_topology(keras_config: dict) -> dict:
+    """Given ``json.loads(model.to_json())`` of a Keras 3 Sequential or Functional model, return
+    the ``modelTopology`` object tfjs-layers 4.x loads."""
+    class_name = keras_config["class_name"]
+    if class_name not in ("Sequential", "Functional"):
+        raise FormatError(f"a {class_name} model cannot be written as a TF.js layers model")
+    config = keras_config["config"]
+    layers = [translate_layer(layer) for layer in config["layers"]]
+    if class_name == "Sequential":
+        model_config = {"name": config["name"], "layers": layers}
+    else:
+        model_config = {
+            "name": config["name"],
+            "layers": layers,
+            "input_layers": wrap_endpoints(config["input_layers"]),
+            "output_layers": wrap_endpoints(config["output_layers"]),
+        }
+    return {"class_name": "Model" if class_name == "Functional" else class_name,
+            "config": model_config, "keras_version": KERAS2_VERSION, "backend": "tensorflow"}
+
+
+def wrap_endpoints(endpoints: list) -> list:
+    """Keras 3 writes a single input/output as ``[name, 0, 0]``; Keras 2 always used a list."""
+    if endpoints and isinstance(endpoints[0], str):
+        return [endpoints]
+    return endpoints

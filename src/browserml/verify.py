@@ -1,0 +1,194 @@
+"""Parity of every variant in real TF.js (headless Chromium) against the trained Keras model.
+
+The browser loads each variant's files exactly as shipped; Python sends the run's test images and
+compares the outputs: float32 must be within ``verify_tolerance`` (1e-4) of Keras, and each
+variant's top-1 agreement with Keras is reported. When float32 diverges, the first layer whose
+output differs is named, so a translation bug points at its layer.
+
+Files reach the page through Playwright request routing from the build dir and node_modules, not
+through our server: ``tfjs/`` and verification stay independent of registries and HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .browser import launch_browser
+from .errors import BrowserError, VerificationError
+from .progress import progress_bar
+from .settings import get_settings
+from .train import read_run
+from .variants import read_build
+
+ORIGIN = "http://browserml.verify"
+STATIC = Path(__file__).parent / "static"
+VENDOR_PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm")
+
+
+@dataclass
+class VariantReport:
+    """How one variant did in the browser."""
+
+    name: str
+    backend: str
+    max_abs_diff: float
+    agreement: float
+    accuracy: float
+    passed: bool
+    diverging_layer: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    """All variants' results; ``ok`` is False when any required check failed."""
+
+    samples: int
+    variants: list[VariantReport] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(v.passed for v in self.variants)
+
+
+def resolve(path: str, build_dir: Path) -> Path | None:
+    """Given a request path on the verify origin, return the local file to serve, or None.
+
+    Only three roots are reachable and ``..`` never escapes them.
+    """
+    node_modules = get_settings().node_modules
+    if path.startswith("/static/"):
+        root, rest = STATIC, path[len("/static/"):]
+    elif path.startswith("/model/"):
+        root, rest = build_dir, path[len("/model/"):]
+    elif path.startswith("/vendor/"):
+        rest = path[len("/vendor/"):]
+        package = next((p for p in VENDOR_PACKAGES if rest.startswith(p + "/")), None)
+        if package is None:
+            return None
+        root = node_modules
+    elif path == "/":
+        return STATIC / "verify.html"
+    else:
+        return None
+    target = (root / rest).resolve()
+    return target if target.is_file() and target.is_relative_to(root.resolve()) else None
+
+
+def route_files(context, build_dir: Path) -> None:
+    """Serve the verify origin from local files, with COOP/COEP so wasm threads are allowed."""
+    headers = {"Cross-Origin-Opener-Policy": "same-origin",
+               "Cross-Origin-Embedder-Policy": "require-corp",
+               "Cross-Origin-Resource-Policy": "same-origin"}
+
+    def handle(route):
+        path = route.request.url[len(ORIGIN):].split("?", 1)[0]
+        target = resolve(path, build_dir)
+        if target is None:
+            route.fulfill(status=404, body="not found", headers=headers)
+            return
+        kind = "application/wasm" if target.suffix == ".wasm" else (
+            mimetypes.guess_type(target.name)[0] or "application/octet-stream")
+        route.fulfill(status=200, body=target.read_bytes(), headers={**headers,
+                                                                     "Content-Type": kind})
+
+    context.route(f"{ORIGIN}/**", handle)
+
+
+def encode_batches(images: np.ndarray, batch: int) -> list[str]:
+    """Return the images as base64 uint8 chunks of ``batch`` samples (cheap to send to a page)."""
+    return [base64.b64encode(np.ascontiguousarray(images[i:i + batch]).tobytes()).decode()
+            for i in range(0, len(images), batch)]
+
+
+def keras_layer_outputs(model, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Return each named layer's Keras output for ``images``."""
+    import keras
+
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    outputs = probe.predict(images.astype(np.float32), verbose=0)
+    return dict(zip(names, outputs if isinstance(outputs, list) else [outputs], strict=True))
+
+
+def first_diverging_layer(page, model, variant: str, backend: str, images: np.ndarray,
+                          tolerance: float) -> str | None:
+    """Return the first layer whose TF.js output differs from Keras by more than ``tolerance``
+    (relative to the layer's magnitude), or None."""
+    names = [layer.name for layer in model.layers if layer.__class__.__name__ != "InputLayer"]
+    result = page.evaluate("(args) => window.browsermlVerify(args)", {
+        "variant": variant, "backend": backend, "shape": list(images.shape[1:]),
+        "batches": encode_batches(images, len(images)), "layerNames": names})
+    expected = keras_layer_outputs(model, images, names)
+    for name in names:
+        got = np.asarray(result["layers"][name], dtype=np.float32)
+        want = expected[name].reshape(-1)
+        scale = max(1.0, float(np.abs(want).max()))
+        if got.shape != want.shape or np.abs(got - want).max() > tolerance * scale:
+            return name
+    return None
+
+
+def verify(build_dir: Path, run_dir: Path | None = None, *, samples: int | None = None,
+           backend: str = "wasm", tolerance: float | None = None) -> VerifyReport:
+    """Run every TF.js variant of ``build_dir`` in headless Chromium on the run's test images and
+    compare with Keras. Raises VerificationError naming the variant (and layer) that fails."""
+    settings = get_settings()
+    build = read_build(build_dir)
+    run = read_run(run_dir or default_run_dir(build_dir, build.name))
+    tolerance = settings.verify_tolerance if tolerance is None else tolerance
+    count = min(samples or settings.verify_samples, len(run.test_labels))
+    images, labels = run.test_images[:count], run.test_labels[:count]
+    model = run.load_model()
+    expected = model.predict(images.astype(np.float32), batch_size=64, verbose=0)
+    report = VerifyReport(samples=count)
+    tfjs_variants = [v for v in build.variants if v.engine == "tfjs"]
+    with launch_browser() as context, progress_bar() as bar:
+        route_files(context, Path(build_dir))
+        page = context.new_page()
+        page.goto(f"{ORIGIN}/")
+        page.wait_for_function("window.browsermlReady === true")
+        task = bar.add_task("verify", total=len(tfjs_variants), status="")
+        for variant in tfjs_variants:
+            bar.update(task, status=variant.name)
+            report.variants.append(check_variant(page, model, variant.name, backend, images,
+                                                 labels, expected, tolerance))
+            bar.advance(task)
+    failed = [v for v in report.variants if not v.passed]
+    if failed:
+        v = failed[0]
+        where = f" (first diverging layer: {v.diverging_layer})" if v.diverging_layer else ""
+        raise VerificationError(
+            f"variant {v.name}: max abs difference {v.max_abs_diff:.2e} from Keras exceeds "
+            f"{tolerance:g} on {backend}{where}")
+    return report
+
+
+def check_variant(page, model, name: str, backend: str, images: np.ndarray, labels: np.ndarray,
+                  expected: np.ndarray, tolerance: float) -> VariantReport:
+    """Run one variant in the page and compare it with Keras' outputs."""
+    try:
+        result = page.evaluate("(args) => window.browsermlVerify(args)", {
+            "variant": name, "backend": backend, "shape": list(images.shape[1:]),
+            "batches": encode_batches(images, 25)})
+    except Exception as exc:  # Playwright wraps page errors in its own Error type
+        raise BrowserError(f"variant {name}: TF.js failed in Chromium: "
+                           f"{str(exc).splitlines()[0]}") from exc
+    got = np.concatenate([np.asarray(o, dtype=np.float32) for o in result["outputs"]])
+    got = got.reshape(expected.shape)
+    diff = float(np.abs(got - expected).max())
+    agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+    accuracy = float((got.argmax(1) == labels).mean())
+    # Only full precision promises numerical parity; quantized variants report agreement.
+    passed = diff <= tolerance if name == "float32" else True
+    layer = None if passed else first_diverging_layer(page, model, name, backend, images[:4],
+                                                      tolerance)
+    return VariantReport(name, result["backend"], diff, agreement, accuracy, passed, layer)
+
+
+def default_run_dir(build_dir: Path, name: str) -> Path:
+    """Return ``runs/<name>`` beside ``build/<name>``, the layout ``make demo`` uses."""
+    return Path(build_dir).resolve().parent.parent / "runs" / name
