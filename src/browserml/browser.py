@@ -48,19 +48,21 @@ def launch_browser(extra_flags: Sequence[str] = ()) -> Iterator:
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
-    with tempfile.TemporaryDirectory(prefix="browserml-chromium-") as profile:
-        with sync_playwright() as playwright:
-            try:
-                context = playwright.chromium.launch_persistent_context(
-                    profile,
-                    executable_path=str(executable),
-                    headless=True,
-                    args=[*CHROMIUM_FLAGS, *extra_flags],
-                )
-            except PlaywrightError as exc:
-                raise BrowserError(f"Chromium failed to start: {exc.message.splitlines()[0]}") from exc
-            context.set_default_timeout(get_settings().browser_timeout_s * 1000)
-            try:
-                yield context
-            finally:
-                context.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="browserml-chromium-") as profile,
+        sync_playwright() as playwright,
+    ):
+        try:
+            context = playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=str(executable),
+                headless=True,
+                args=[*CHROMIUM_FLAGS, *extra_flags],
+            )
+        except PlaywrightError as exc:
+            raise BrowserError(f"Chromium failed to start: {exc.message.splitlines()[0]}") from exc
+        context.set_default_timeout(get_settings().browser_timeout_s * 1000)
+        try:
+            yield context
+        finally:
+            context.close()

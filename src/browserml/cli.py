@@ -161,6 +161,165 @@ def verify(build_dir, run_dir, samples, backend, as_json):
     console.print(table)
 
 
+# ---------------------------------------------------------------- registry and server (issue 3)
+
+
+def registry_settings(data_dir: str | None):
+    """Return the settings, with --data-dir overriding BROWSERML_DATA_DIR when given."""
+    from .settings import get_settings
+
+    settings = get_settings()
+    return settings.model_copy(update={"data_dir": Path(data_dir)}) if data_dir else settings
+
+
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                               help="Registry data dir (default: settings.data_dir).")
+channel_choice = click.Choice(["stable", "canary"])
+
+
+@cli.command()
+@click.argument("build_dir", type=click.Path())
+@click.option("--name", required=True, help="Model name, [a-z0-9-]{1,64}.")
+@click.option("--version", "version", type=click.IntRange(1), default=None,
+              help="Version number (default: the next one).")
+@click.option("--channel", type=channel_choice, default=None, help="Point this channel at it.")
+@data_dir_option
+def publish(build_dir, name, version, channel, data_dir):
+    """Validate a build dir and store it as a new immutable version."""
+    from .registry import Registry
+
+    with Registry(registry_settings(data_dir)) as registry:
+        published = registry.publish(Path(build_dir), name, version=version, channel=channel)
+    where = f" -> {channel}" if channel else ""
+    console.print(f"published {name} v{published.version}{where}: {len(published.variants)} "
+                  f"variants, {published.files} files, {published.bytes:,} bytes", highlight=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("version", type=click.IntRange(1))
+@click.option("--channel", type=channel_choice, required=True)
+@click.option("--percent", type=click.IntRange(1, 100), default=100, show_default=True,
+              help="Share of clients that get this version (a canary rollout below 100).")
+@data_dir_option
+def promote(name, version, channel, percent, data_dir):
+    """Point a channel at a published version, for all or a percentage of clients."""
+    from .registry import Registry
+
+    with Registry(registry_settings(data_dir)) as registry:
+        state = registry.promote(name, version, channel, percent)
+    rest = f" (others stay on v{state.base_version})" if state.base_version else ""
+    console.print(f"{name} {channel}: v{state.version} for {state.percent}%{rest}",
+                  highlight=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--channel", type=channel_choice, required=True)
+@data_dir_option
+def rollback(name, channel, data_dir):
+    """Undo a channel's last promotion."""
+    from .registry import Registry
+
+    with Registry(registry_settings(data_dir)) as registry:
+        state = registry.rollback(name, channel)
+    console.print(f"{name} {channel}: back to v{state.version} for {state.percent}%",
+                  highlight=False)
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@data_dir_option
+def list_models(as_json, data_dir):
+    """List published models, their versions and channels."""
+    from rich.table import Table
+
+    from .registry import Registry
+
+    with Registry(registry_settings(data_dir)) as registry:
+        models = registry.list()
+    if as_json:
+        print_json({"models": models})
+        return
+    table = Table(title="models")
+    for column in ("model", "version", "variants", "bytes", "published", "channels"):
+        table.add_column(column)
+    for model in models:
+        for v in model["versions"]:
+            channels = ", ".join(f"{c} {s['percent']}%" for c, s in model["channels"].items()
+                                 if s["version"] == v["version"])
+            table.add_row(model["name"], str(v["version"]), " ".join(v["variants"]),
+                          f"{v['bytes']:,}", v["created_at"], channels)
+    console.print(table)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Bind address (default: settings.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: settings.port, 8000).")
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@data_dir_option
+def serve(host, port, access_log, data_dir):
+    """Serve manifests, blobs, the SDK and pages over HTTP (uvicorn, one worker)."""
+    from .server.run import serve as run_server
+
+    run_server(registry_settings(data_dir), host=host, port=port, access_log=access_log)
+
+
+@cli.command(name="import")
+@click.argument("model_json", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Build directory.")
+@click.option("--name", default=None, help="Model name (default: the --out folder's name).")
+@click.option("--labels", default=None,
+              help="Class names, comma-separated or a JSON file (default: class_0..class_N-1).")
+@click.option("--value-range", type=click.Choice(["0,255", "0,1", "-1,1"]), default="0,255",
+              show_default=True, help="Pixel range the model expects (the SDK scales to it).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def import_(model_json, out, name, labels, value_range, as_json):
+    """Validate a TF.js layers or graph model made elsewhere and write it as a build directory."""
+    from .convert import variant_rows
+    from .importer import import_model
+
+    build = import_model(Path(model_json), Path(out), name=name, labels=parse_labels(labels),
+                         value_range=tuple(float(v) for v in value_range.split(",")))
+    if as_json:
+        print_json({"variants": [{k: row[k] for k in ("name", "bytes", "accuracy", "agreement")}
+                                 for row in variant_rows(build)]})
+    else:
+        print_variant_table(build)
+
+
+def parse_labels(value: str | None) -> list[str] | None:
+    """Given ``a,b,c`` or a path to a JSON list, return the labels (None when not given)."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_file():
+        try:
+            labels = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise click.BadParameter(f"{path}: expected a JSON list of strings")
+        return labels
+    return [label.strip() for label in value.split(",") if label.strip()]
+
+
+@cli.command()
+@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Where runs/ and build/ go.")
+def demo(epochs, workdir):
+    """Train the built-in digits model (if absent), convert, verify and print the variant table."""
+    from .demo import prepare_digits
+
+    result = prepare_digits(Path(workdir), epochs=epochs)
+    print_variant_table(result.build)
+    console.print(f"verified in Chromium: float32 max abs diff "
+                  f"{result.report.variants[0].max_abs_diff:.2e} over {result.report.samples} "
+                  f"test digits", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

@@ -7,11 +7,15 @@ mixed sizes, grayscale and RGBA are normalised by :func:`browserml.datasets.imag
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DatasetError
 from .images import decode
+
+if TYPE_CHECKING:
+    from . import Dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -29,9 +33,9 @@ def class_folders(root: Path) -> list[Path]:
     return folders
 
 
-def load(root: str | Path, input_size: int, channels: int = 3) -> "Dataset":  # noqa: UP037
+def load(root: str | Path, input_size: int, channels: int = 3) -> Dataset:
     """Return every decodable image under ``root`` as a Dataset; bad files land in ``skipped``."""
-    from . import Dataset
+    from . import Dataset  # runtime import: the package imports this module lazily
 
     root = Path(root)
     folders = class_folders(root)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DatasetError
 from ..settings import get_settings
 from .images import resize_batch
+
+if TYPE_CHECKING:
+    from . import Dataset
 
 SIDE = 28
 
@@ -32,9 +36,9 @@ def load_digit(path: Path) -> np.ndarray:
     return np.clip(np.rint(flat * 255.0), 0, 255).astype(np.uint8).reshape(-1, SIDE, SIDE)
 
 
-def load(input_size: int = SIDE, channels: int = 1) -> "Dataset":  # noqa: UP037
+def load(input_size: int = SIDE, channels: int = 1) -> Dataset:
     """Return all 10,000 digits as a Dataset at ``input_size`` with 1 or 3 channels."""
-    from . import Dataset
+    from . import Dataset  # runtime import: the package imports this module lazily
 
     folder = digits_dir()
     images, labels = [], []

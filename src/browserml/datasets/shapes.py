@@ -7,9 +7,13 @@ background with noise, so the task is learnable but not trivial.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from . import Dataset
 
 CLASSES = ["circle", "square", "triangle", "diamond", "cross", "ring", "star", "hexagon"]
 
@@ -68,9 +72,9 @@ def render(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def generate(count: int, input_size: int = 224, seed: int = 1234, channels: int = 3,
-             classes: int = len(CLASSES)) -> "Dataset":  # noqa: UP037
+             classes: int = len(CLASSES)) -> Dataset:
     """Return ``count`` shapes images (classes in turn) at ``input_size``, reproducible by seed."""
-    from . import Dataset
+    from . import Dataset  # runtime import: the package imports this module lazily
 
     names = CLASSES[:classes]
     rng = np.random.default_rng(seed)

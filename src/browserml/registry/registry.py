@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -28,22 +27,13 @@ from typing import Any
 
 from ..errors import FormatError, InvalidNameError, NotFoundError, RegistryError
 from ..settings import Settings, get_settings
+from ..tfjs.weights import stored_bytes
 from ..variants import Build, Variant, check_files, read_build
 from .blobs import BlobStore
 from .db import ChannelState, Database, open_database
 
 NAME = re.compile(r"[a-z0-9-]{1,64}")
 DEFAULT_CHANNEL = "stable"
-# Bytes per stored weight value, by the dtype the shard actually holds (quantized dtype first).
-DTYPE_BYTES = {
-    "float32": 4,
-    "int32": 4,
-    "float16": 2,
-    "uint16": 2,
-    "uint8": 1,
-    "int8": 1,
-    "bool": 1,
-}
 # The order the SDK should try variants in: smallest download first, exact float32 last.
 PREFERENCE = {"uint8": 0, "float16": 1, "float32": 2}
 TFLITE_MAGIC = b"TFL3"
@@ -228,7 +218,7 @@ def validate_build(build_dir: Path, build: Build) -> None:
     files not matching ``variants.json``, weights not matching their shapes, bad TFLite files."""
     for variant in build.variants:
         for entry in variant.files:
-            _check_relative_path(entry.path, f"variant {variant.name}")
+            check_relative_path(entry.path, f"variant {variant.name}")
     check_files(build_dir, build)
     for variant in build.variants:
         _variant_dir(variant)
@@ -238,7 +228,7 @@ def validate_build(build_dir: Path, build: Build) -> None:
             _check_tfjs(build_dir, variant)
 
 
-def _check_relative_path(path: str, where: str) -> PurePosixPath:
+def check_relative_path(path: str, where: str) -> PurePosixPath:
     """Given a path from a manifest, return it when it stays inside its folder, else raise."""
     pure = PurePosixPath(path)
     if not path or "\\" in path or pure.is_absolute() or ".." in pure.parts or "." in pure.parts:
@@ -299,7 +289,7 @@ def _group_shard_bytes(
         raise FormatError(f"{where}: no 'paths' list")
     total = 0
     for path in paths:
-        full = folder / _check_relative_path(str(path), where)
+        full = folder / check_relative_path(str(path), where)
         if full not in sizes:
             raise FormatError(f"{where}: shard {path!r} is not listed in variants.json")
         total += sizes[full]
@@ -307,18 +297,14 @@ def _group_shard_bytes(
 
 
 def _weight_bytes(weight: dict, where: str) -> int:
-    """Given one weightsManifest entry, return the bytes it occupies in the shards."""
+    """Given one weightsManifest entry, return the bytes it occupies in the shards (TF.js's
+    dtype sizes, quantized dtype first, live in :mod:`browserml.tfjs.weights`)."""
+    if not isinstance(weight, dict):
+        raise FormatError(f"{where}: a weight entry is not an object")
     try:
-        name, shape, dtype = weight["name"], weight["shape"], weight["dtype"]
-    except (KeyError, TypeError):
-        raise FormatError(f"{where}: a weight lacks name, shape or dtype") from None
-    quantization = weight.get("quantization") or {}
-    stored = quantization.get("dtype", dtype)
-    if stored not in DTYPE_BYTES:
-        raise FormatError(f"{where}: weight {name!r} has unsupported dtype {stored!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise FormatError(f"{where}: weight {name!r} has invalid shape {shape!r}")
-    return math.prod(shape) * DTYPE_BYTES[stored]
+        return stored_bytes(weight)
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from None
 
 
 # -- manifest --------------------------------------------------------------------------------------

@@ -43,9 +43,7 @@ def ensure_admin_token(data_dir: Path) -> str:
 
 def unauthorized() -> JSONResponse:
     """The one answer to a missing, malformed or wrong token: no hint which it was."""
-    return JSONResponse(
-        {"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-    )
+    return JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
 def is_authorized(request: Request, token: str) -> bool:

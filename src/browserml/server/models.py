@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from ..errors import RegistryError
 from ..registry import Registry, check_name
-from ..registry.registry import DEFAULT_CHANNEL, _check_relative_path
+from ..registry.registry import DEFAULT_CHANNEL, check_relative_path
 from .auth import admin
 
 _UPLOAD_CHUNK = 1 << 20
@@ -87,9 +87,7 @@ async def upload(request: Request) -> Response:
     build_dir = Path(tempfile.mkdtemp(dir=uploads, prefix=f"{name}-"))
     try:
         await _save_parts(request, build_dir)
-        published = await run_in_threadpool(
-            _registry(request).publish, build_dir, name, version, channel
-        )
+        published = await run_in_threadpool(_registry(request).publish, build_dir, name, version, channel)
     finally:
         await run_in_threadpool(shutil.rmtree, build_dir, True)
     return JSONResponse({"name": name, "version": published.version}, status_code=201)
@@ -114,7 +112,7 @@ async def _save_parts(request: Request, build_dir: Path) -> None:
         for field, value in form.multi_items():
             if not isinstance(value, UploadFile):
                 raise RegistryError(f"form field {field!r} is not a file; send the build's files")
-            target = build_dir / _check_relative_path(field, "upload")
+            target = build_dir / check_relative_path(field, "upload")
             target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("wb") as handle:
                 while chunk := await value.read(_UPLOAD_CHUNK):

@@ -1,0 +1,92 @@
+"""The BrowserML HTTP server: one Starlette app assembled from one module per surface.
+
+``create_app(settings)`` wires the registry (storage), the admin token, the routes of each surface
+(:mod:`.models`, :mod:`.blobs`, :mod:`.pages`) and the two cross-cutting concerns — isolation
+headers and the CORS allowlist — and maps every :class:`BrowserMLError` to a JSON error with the
+right status. Nothing here stores anything itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..errors import (
+    BrowserMLError,
+    FormatError,
+    InvalidNameError,
+    NotFoundError,
+    RegistryError,
+)
+from ..registry import Registry
+from ..settings import Settings, get_settings
+from . import blobs, models, pages
+from .auth import ensure_admin_token
+from .headers import IsolationHeadersMiddleware
+
+# Most specific first: the first isinstance match decides the status.
+STATUS_BY_ERROR: tuple[tuple[type[BrowserMLError], int], ...] = (
+    (NotFoundError, 404),
+    (InvalidNameError, 400),
+    (FormatError, 422),
+    (RegistryError, 409),
+    (BrowserMLError, 400),
+)
+
+
+async def browserml_error(_request: Request, exc: Exception) -> Response:
+    """Given an expected failure, return ``{"error": message}`` with its status."""
+    status = next(code for kind, code in STATUS_BY_ERROR if isinstance(exc, kind))
+    return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+async def http_error(_request: Request, exc: Exception) -> Response:
+    """Given Starlette's HTTPException (unknown route, bad method, bad form), answer JSON."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers or None)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Given settings, return the ASGI app serving manifests, blobs, pages and admin calls.
+
+    Opens the registry (raising RegistryError when the database cannot be reached, so ``serve``
+    fails before it binds) and creates the admin token on first start; the registry is closed when
+    the server shuts down."""
+    settings = settings or get_settings()
+    registry = Registry(settings)
+    admin_token = ensure_admin_token(settings.data_dir)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            registry.close()
+
+    app = Starlette(
+        routes=[*models.routes(), *blobs.routes(registry.blobs), *pages.routes(settings)],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "HEAD"],
+                allow_headers=["If-None-Match", "Range"],
+                expose_headers=["ETag", "Content-Length", "Content-Encoding", "Content-Range"],
+                max_age=600,
+            ),
+            Middleware(IsolationHeadersMiddleware),
+        ],
+        exception_handlers={BrowserMLError: browserml_error, HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.admin_token = admin_token
+    return app

@@ -1,0 +1,239 @@
+"""Shared fixtures. Add new fixtures; never rename existing ones (several suites use them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+
+from browserml.settings import Settings
+from browserml.variants import Build, InputSpec, Variant, describe_file, write_build
+
+DEFAULT_TEST_DATABASE_URL = "postgresql://browserml:browserml@127.0.0.1:5432/browserml_test"
+
+
+# ------------------------------------------------------------------ databases (registry, issue 3)
+
+
+def postgres_url() -> str:
+    """The PostgreSQL the tests use: BROWSERML_TEST_DATABASE_URL or the local default."""
+    return os.environ.get("BROWSERML_TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+
+
+@pytest.fixture
+def postgres_schema_url() -> Iterator[str]:
+    """Yield a PostgreSQL URL whose search_path is a fresh, empty schema, dropped afterwards.
+
+    Unreachable PostgreSQL is a test failure, never a skip: the PostgreSQL registry is a feature."""
+    import psycopg
+
+    base = postgres_url()
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in base else "?"
+    yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
+    with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Run the test once on SQLite (None: the data dir's file) and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_schema_url")
+
+
+@pytest.fixture
+def registry_settings(tmp_path: Path, database_url: str | None) -> Settings:
+    """Settings for a registry in a fresh data dir, on the parametrised database."""
+    sdk = tmp_path / "sdk"
+    sdk.mkdir()
+    (sdk / "browserml.js").write_text("export const version = '0.1.0';\n")
+    demo = tmp_path / "web" / "demo"
+    demo.mkdir(parents=True)
+    (demo / "index.html").write_text("<!doctype html><title>demo</title>\n")
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        sdk_dir=sdk,
+        web_dir=tmp_path / "web",
+        cors_origins=["https://allowed.example"],
+    )
+
+
+# ------------------------------------------------------------------ synthetic builds
+
+
+def _dense_model_json(weights: list[dict], shard: str) -> dict:
+    """A minimal TF.js layers model.json: Dense(3) on 4 inputs, weights in one shard."""
+    return {
+        "format": "layers-model",
+        "generatedBy": "browserml-tests",
+        "convertedBy": None,
+        "modelTopology": {
+            "class_name": "Sequential",
+            "config": {
+                "name": "tiny",
+                "layers": [
+                    {
+                        "class_name": "Dense",
+                        "config": {
+                            "name": "dense",
+                            "units": 3,
+                            "activation": "softmax",
+                            "batch_input_shape": [None, 4],
+                            "dtype": "float32",
+                        },
+                    }
+                ],
+            },
+        },
+        "weightsManifest": [{"paths": [shard], "weights": weights}],
+    }
+
+
+def _write_tfjs_variant(root: Path, name: str, seed: int) -> Variant:
+    rng = np.random.default_rng(seed)
+    kernel = rng.standard_normal((4, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    folder = root / name
+    folder.mkdir(parents=True)
+    shard = "group1-shard1of1.bin"
+    if name == "uint8":
+        specs, data = [], b""
+        for weight_name, value in (("dense/kernel", kernel), ("dense/bias", bias)):
+            lo, hi = float(value.min()), float(value.max())
+            scale = (hi - lo) / 255 or 1.0
+            q = np.round((value - lo) / scale).astype(np.uint8)
+            quant = {"dtype": "uint8", "min": lo, "scale": scale, "original_dtype": "float32"}
+            specs.append({"name": weight_name, "shape": list(value.shape), "dtype": "float32",
+                          "quantization": quant})
+            data += q.tobytes()
+    else:
+        specs = [
+            {"name": "dense/kernel", "shape": [4, 3], "dtype": "float32"},
+            {"name": "dense/bias", "shape": [3], "dtype": "float32"},
+        ]
+        data = kernel.tobytes() + bias.tobytes()
+    (folder / shard).write_bytes(data)
+    (folder / "model.json").write_text(json.dumps(_dense_model_json(specs, shard), indent=2))
+    files = [
+        describe_file(root, folder / "model.json", "model"),
+        describe_file(root, folder / shard, "weights"),
+    ]
+    return Variant(name=name, weight_dtype=name, files=files, bytes=sum(f.bytes for f in files),
+                   accuracy=0.95 if name == "float32" else 0.947, agreement=0.99)
+
+
+def _write_tflite_variant(root: Path, seed: int) -> Variant:
+    folder = root / "tflite-float32"
+    folder.mkdir(parents=True)
+    body = np.random.default_rng(seed).bytes(256)
+    (folder / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + body)
+    files = [describe_file(root, folder / "model.tflite", "model")]
+    return Variant(name="tflite-float32", engine="litert", format="tflite",
+                   weight_dtype="float32", files=files, bytes=files[0].bytes, accuracy=0.95)
+
+
+def write_synthetic_build(root: Path, seed: int = 0, name: str = "digits") -> Path:
+    """Write a small but valid build dir (float32 + uint8 TF.js variants + a TFLite variant) with
+    its ``variants.json``; return it. Different seeds give different bytes (new blobs)."""
+    root.mkdir(parents=True, exist_ok=True)
+    variants = [
+        _write_tfjs_variant(root, "float32", seed),
+        _write_tfjs_variant(root, "uint8", seed + 1),
+        _write_tflite_variant(root, seed + 2),
+    ]
+    build = Build(
+        name=name,
+        source="browserml-train",
+        architecture="tiny-dense",
+        labels=["a", "b", "c"],
+        input=InputSpec(height=2, width=2, channels=1),
+        test_samples=100,
+        keras_accuracy=0.95,
+        variants=variants,
+    )
+    write_build(root, build)
+    return root
+
+
+@pytest.fixture
+def make_build(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_build(seed=0)`` writes a fresh valid build dir and returns its path."""
+    counter = iter(range(10_000))
+
+    def make(seed: int = 0, name: str = "digits") -> Path:
+        return write_synthetic_build(tmp_path / f"build-{next(counter)}", seed=seed, name=name)
+
+    return make
+
+
+# ------------------------------------------------------------------ live server
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """A real uvicorn server on 127.0.0.1 running our app in a thread."""
+
+    url: str
+    server: object
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), "server did not stop"
+
+
+def start_server(settings: Settings) -> LiveServer:
+    """Start ``create_app(settings)`` under uvicorn (uvloop + httptools, as ``serve`` does)."""
+    import uvicorn
+
+    from browserml.server import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, loop="uvloop",
+                            http="httptools", log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server failed to start"
+        time.sleep(0.02)
+    return LiveServer(f"http://127.0.0.1:{port}", server, thread)
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[[Settings], LiveServer]]:
+    """Factory: ``live_server(settings)`` starts a server; all are stopped after the test."""
+    started: list[LiveServer] = []
+
+    def start(settings: Settings) -> LiveServer:
+        started.append(start_server(settings))
+        return started[-1]
+
+    yield start
+    for server in started:
+        if server.thread.is_alive():
+            server.stop()
