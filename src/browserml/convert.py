@@ -1,9 +1,9 @@
 """Convert a trained run into a build directory of browser-ready variants.
 
-For each variant we write the files, read them back through the same decoder TF.js uses
+For each TF.js variant we write the files, read them back through the same decoder TF.js uses
 (dequantizing uint8 / float16), load those numbers into the Keras model and measure test accuracy
-and top-1 agreement with float32. The table therefore reports what browsers will really compute,
-not what we hoped quantization would do.
+and top-1 agreement with float32. TFLite variants are run natively with LiteRT. The table
+therefore reports what each runtime will really compute, not what we hoped quantization would do.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ from .errors import ModelError
 from .progress import progress_bar
 from .settings import get_settings
 from .tfjs.layers_model import assign_weights, read_layers_weights, write_layers_model
+from .tflite import TFLITE_VARIANTS, export_tflite
+from .tflite import predict as tflite_predict
 from .train import Run, read_run
 from .variants import Build, InputSpec, Variant, describe_file, write_build
 
 TFJS_VARIANTS = ("float32", "float16", "uint8")
+ALL_VARIANTS = TFJS_VARIANTS + TFLITE_VARIANTS
 
 
 @dataclass
@@ -61,6 +64,25 @@ def tfjs_variant(model, run: Run, build_dir: Path, name: str, reference: Scores 
     return variant, scores
 
 
+def tflite_variants(model, run: Run, build_dir: Path, names: list[str], reference: Scores
+                    ) -> list[Variant]:
+    """Write the TFLite variants and score each natively (LiteRT, 2 threads, batch 1)."""
+    if not names:
+        return []
+    paths = export_tflite(model, build_dir, tuple(names), run.calibration_images())
+    variants = []
+    for name, path in paths.items():
+        predictions = tflite_predict(path, run.test_images).argmax(axis=1)
+        entry = describe_file(build_dir, path, "model")
+        variants.append(Variant(
+            name=name, engine="litert", format="tflite", weight_dtype=name.split("-", 1)[1],
+            files=[entry], bytes=entry.bytes,
+            accuracy=float((predictions == run.test_labels).mean()),
+            agreement=float((predictions == reference.predictions).mean()),
+        ))
+    return variants
+
+
 def apply_budget(variants: list[Variant], budget_pp: float) -> None:
     """Mark variants whose accuracy loss against float32 exceeds ``budget_pp`` as not offered."""
     baseline = next(v for v in variants if v.name == "float32").accuracy
@@ -74,24 +96,25 @@ def apply_budget(variants: list[Variant], budget_pp: float) -> None:
 
 
 def convert(run_dir: Path, out: Path, *, name: str | None = None,
-            variants: tuple[str, ...] = TFJS_VARIANTS, budget_pp: float | None = None) -> Build:
+            variants: tuple[str, ...] = ALL_VARIANTS, budget_pp: float | None = None) -> Build:
     """Given a run directory, write ``out`` with one folder per variant and ``variants.json``;
     return the build description. ``float32`` is always written: it is the reference and the
     last fallback."""
     settings = get_settings()
     run = read_run(run_dir)
-    unknown = set(variants) - set(TFJS_VARIANTS)
+    unknown = set(variants) - set(ALL_VARIANTS)
     if unknown:
         raise ModelError(f"unknown variant(s) {', '.join(sorted(unknown))}: "
-                         f"choose from {', '.join(TFJS_VARIANTS)}")
+                         f"choose from {', '.join(ALL_VARIANTS)}")
     ordered = ["float32", *(v for v in TFJS_VARIANTS if v in variants and v != "float32")]
+    tflite_names = [v for v in TFLITE_VARIANTS if v in variants]
     model = run.load_model()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     written: list[Variant] = []
     with progress_bar() as bar:
-        task = bar.add_task("convert", total=len(ordered), status="")
+        task = bar.add_task("convert", total=len(ordered) + bool(tflite_names), status="")
         reference = None
         for variant_name in ordered:
             bar.update(task, status=variant_name)
@@ -100,6 +123,9 @@ def convert(run_dir: Path, out: Path, *, name: str | None = None,
             reference = reference or scores
             written.append(variant)
             bar.advance(task)
+        bar.update(task, status="tflite")
+        written += tflite_variants(model, run, out, tflite_names, reference)
+        bar.advance(task)
     apply_budget(written, settings.accuracy_budget_pp if budget_pp is None else budget_pp)
     size = run.info["input_size"]
     build = Build(

@@ -1,8 +1,10 @@
-"""Parity of every variant in real TF.js (headless Chromium) against the trained Keras model.
+"""Parity of every variant in real TF.js and LiteRT.js (headless Chromium) against Keras.
 
 The browser loads each variant's files exactly as shipped; Python sends the run's test images and
-compares the outputs: float32 must be within ``verify_tolerance`` (1e-4) of Keras, and each
-variant's top-1 agreement with Keras is reported. When float32 diverges, the first layer whose
+compares the outputs: float32 (TF.js and TFLite) must be within ``verify_tolerance`` (1e-4) of
+Keras, and each variant's top-1 agreement with Keras is reported. A TFLite variant that LiteRT.js
+cannot run (an unsupported op) is reported and marked, not fatal: the SDK leaves it to
+TF.js. When float32 diverges, the first layer whose
 output differs is named, so a translation bug points at its layer.
 
 Files reach the page through Playwright request routing from the build dir and node_modules, not
@@ -25,9 +27,12 @@ from .settings import get_settings
 from .train import read_run
 from .variants import read_build
 
-ORIGIN = "http://browserml.verify"
+# A loopback origin is a secure context, so COOP/COEP make the page crossOriginIsolated (threads);
+# requests never reach the network: Playwright routing answers them all.
+ORIGIN = "http://127.0.0.1:9"
 STATIC = Path(__file__).parent / "static"
-VENDOR_PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm")
+VENDOR_PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@litertjs/core",
+                   "@litertjs/wasm-utils")
 
 
 @dataclass
@@ -36,11 +41,13 @@ class VariantReport:
 
     name: str
     backend: str
-    max_abs_diff: float
-    agreement: float
-    accuracy: float
+    max_abs_diff: float | None
+    agreement: float | None
+    accuracy: float | None
     passed: bool
     diverging_layer: str | None = None
+    engine: str = "tfjs"
+    error: str | None = None
 
 
 @dataclass
@@ -145,17 +152,21 @@ def verify(build_dir: Path, run_dir: Path | None = None, *, samples: int | None 
     model = run.load_model()
     expected = model.predict(images.astype(np.float32), batch_size=64, verbose=0)
     report = VerifyReport(samples=count)
-    tfjs_variants = [v for v in build.variants if v.engine == "tfjs"]
     with launch_browser() as context, progress_bar() as bar:
         route_files(context, Path(build_dir))
         page = context.new_page()
         page.goto(f"{ORIGIN}/")
-        page.wait_for_function("window.browsermlReady === true")
-        task = bar.add_task("verify", total=len(tfjs_variants), status="")
-        for variant in tfjs_variants:
+        page.wait_for_function("window.browsermlReady === true && window.browsermlLitertReady")
+        task = bar.add_task("verify", total=len(build.variants), status="")
+        for variant in build.variants:
             bar.update(task, status=variant.name)
-            report.variants.append(check_variant(page, model, variant.name, backend, images,
-                                                 labels, expected, tolerance))
+            if variant.engine == "litert":
+                result = check_litert_variant(page, variant.name, images, labels, expected,
+                                              tolerance)
+            else:
+                result = check_variant(page, model, variant.name, backend, images, labels,
+                                       expected, tolerance)
+            report.variants.append(result)
             bar.advance(task)
     failed = [v for v in report.variants if not v.passed]
     if failed:
@@ -187,6 +198,25 @@ def check_variant(page, model, name: str, backend: str, images: np.ndarray, labe
     layer = None if passed else first_diverging_layer(page, model, name, backend, images[:4],
                                                       tolerance)
     return VariantReport(name, result["backend"], diff, agreement, accuracy, passed, layer)
+
+
+def check_litert_variant(page, name: str, images: np.ndarray, labels: np.ndarray,
+                         expected: np.ndarray, tolerance: float) -> VariantReport:
+    """Run one TFLite variant in LiteRT.js and compare it with Keras. A LiteRT.js failure (e.g.
+    an op it cannot run) is reported on the variant, not raised: TF.js still serves that model."""
+    try:
+        result = page.evaluate("(args) => window.browsermlVerifyLitert(args)", {
+            "variant": name, "shape": list(images.shape[1:]),
+            "batches": encode_batches(images, 25)})
+    except Exception as exc:  # Playwright wraps page errors in its own Error type
+        return VariantReport(name, "wasm", None, None, None, True, engine="litert",
+                             error=str(exc).splitlines()[0])
+    got = np.asarray(result["outputs"], dtype=np.float32).reshape(expected.shape)
+    diff = float(np.abs(got - expected).max())
+    passed = diff <= tolerance if name == "tflite-float32" else True
+    return VariantReport(name, result["backend"], diff,
+                         float((got.argmax(1) == expected.argmax(1)).mean()),
+                         float((got.argmax(1) == labels).mean()), passed, engine="litert")
 
 
 def default_run_dir(build_dir: Path, name: str) -> Path:

@@ -1,0 +1,195 @@
+"""Serving benchmark (issue 3): our blob endpoint vs nginx on the same 4 MiB shard, side by side.
+
+Target: at least 0.5x nginx's requests/s for full 200 downloads and for 304 revalidations
+(``If-None-Match``). Both servers get one worker process on 127.0.0.1 and serve the very same file
+(our blob store's copy); nginx gets the same Cache-Control/CORP headers, sendfile on, access log
+off (ours runs as ``browserml serve`` does: access log off). ``wrk`` drives each for a bounded
+duration; rounds alternate ours/nginx so background load hits both alike, and the median round is
+reported.
+
+    .venv/bin/python benchmarks/bench_serving.py [--duration 3] [--rounds 3] [--connections 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from browserml.registry import Registry
+from browserml.settings import Settings
+from browserml.variants import Build, InputSpec, Variant, describe_file, write_build
+
+NGINX = "/usr/sbin/nginx"
+SHARD_SHAPE = [1024, 1024]  # float32: exactly 4 MiB
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+    location / {{
+      add_header Cache-Control "public, max-age=31536000, immutable";
+      add_header Cross-Origin-Resource-Policy cross-origin;
+    }}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_build_with_shard(root: Path) -> Path:
+    """Write a one-variant TF.js build whose single weight is a 4 MiB float32 shard."""
+    folder = root / "float32"
+    folder.mkdir(parents=True)
+    kernel = np.random.default_rng(0).standard_normal(SHARD_SHAPE).astype(np.float32)
+    (folder / "group1-shard1of1.bin").write_bytes(kernel.tobytes())
+    weights = [{"name": "dense/kernel", "shape": SHARD_SHAPE, "dtype": "float32"}]
+    model = {"format": "layers-model", "modelTopology": {},
+             "weightsManifest": [{"paths": ["group1-shard1of1.bin"], "weights": weights}]}
+    (folder / "model.json").write_text(json.dumps(model))
+    files = [describe_file(root, folder / "model.json", "model"),
+             describe_file(root, folder / "group1-shard1of1.bin", "weights")]
+    build = Build(name="bench", source="benchmark", labels=["a"],
+                  input=InputSpec(height=1, width=1024, channels=1),
+                  variants=[Variant(name="float32", weight_dtype="float32", files=files,
+                                    bytes=sum(f.bytes for f in files))])
+    write_build(root, build)
+    return root
+
+
+def wait_http(url: str, timeout_s: float = 20) -> None:
+    """Poll ``url`` until it answers (any status) or raise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {timeout_s} s")
+
+
+def start_ours(data_dir: Path, port: int) -> subprocess.Popen:
+    """Start ``browserml serve`` (uvicorn, one worker) on the data dir."""
+    command = [sys.executable, "-m", "browserml.cli", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--data-dir", str(data_dir)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_nginx(tmp: Path, root: Path, port: int) -> subprocess.Popen:
+    """Start nginx with one worker serving ``root`` on the port."""
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(user=user, tmp=tmp, port=port, root=root))
+    return subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wrk(url: str, duration: float, connections: int, headers: dict[str, str]) -> float:
+    """Run wrk against ``url`` and return requests/s; raise when any response was not 2xx/3xx."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx or 3xx" in output or "Socket errors" in output:
+        raise RuntimeError(f"wrk saw errors against {url}:\n{output}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+
+
+def check_server(url: str, size: int) -> str:
+    """Check the server answers the full file and a 304 for its ETag; return the ETag."""
+    full = httpx.get(url, headers={"Accept-Encoding": "identity"})
+    assert full.status_code == 200 and len(full.content) == size, (url, full.status_code)
+    etag = full.headers["etag"]
+    revalidated = httpx.get(url, headers={"If-None-Match": etag})
+    assert revalidated.status_code == 304, (url, revalidated.status_code)
+    return etag
+
+
+def bench(duration: float, rounds: int, connections: int) -> dict:
+    """Publish the shard, start both servers, run wrk interleaved; return the medians."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    processes = []
+    try:
+        settings = Settings(data_dir=tmp / "data")
+        with Registry(settings) as registry:
+            registry.publish(write_build_with_shard(tmp / "build"), "bench", channel="stable")
+            entry = registry.manifest("bench")["variants"][0]["files"][1]
+            blob = registry.blobs.path(entry["sha256"])
+        ours_port, nginx_port = free_port(), free_port()
+        processes.append(start_ours(settings.data_dir, ours_port))
+        processes.append(start_nginx(tmp, registry.blobs.root, nginx_port))
+        urls = {
+            "ours": f"http://127.0.0.1:{ours_port}/v1/blobs/{entry['sha256']}",
+            "nginx": f"http://127.0.0.1:{nginx_port}/{blob.relative_to(registry.blobs.root)}",
+        }
+        etags = {}
+        for name, url in urls.items():
+            wait_http(url)
+            etags[name] = check_server(url, entry["bytes"])
+        results: dict[str, dict[str, list[float]]] = {}
+        for scenario in ("200 full GET", "304 If-None-Match"):
+            results[scenario] = {"ours": [], "nginx": []}
+            for _ in range(rounds):
+                for name, url in urls.items():
+                    headers = {"If-None-Match": etags[name]} if scenario.startswith("304") else {}
+                    rps = wrk(url, duration, connections, headers)
+                    results[scenario][name].append(rps)
+        return {"bytes": entry["bytes"], "results": results}
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=15)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=3.0, help="Seconds per wrk run.")
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved runs per server.")
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    report = bench(args.duration, args.rounds, args.connections)
+    print(f"shard: {report['bytes']:,} bytes; wrk -t1 -c{args.connections} "
+          f"-d{args.duration:g}s, median of {args.rounds} interleaved rounds; one worker each")
+    print(f"{'scenario':<20} {'ours req/s':>12} {'nginx req/s':>12} {'ours/nginx':>11}")
+    for scenario, runs in report["results"].items():
+        ours, nginx = statistics.median(runs["ours"]), statistics.median(runs["nginx"])
+        print(f"{scenario:<20} {ours:>12,.0f} {nginx:>12,.0f} {ours / nginx:>10.2f}x")
+
+
+if __name__ == "__main__":
+    main()
