@@ -264,3 +264,71 @@ def digits_build(digits_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     build_dir = tmp_path_factory.mktemp("build") / "digits"
     convert(digits_run, build_dir, name="digits")
     return build_dir
+
+
+# ------------------------------------------------------------------ browser SDK (issue 4)
+
+
+@dataclass
+class SdkServer:
+    """A live server with the real digits build published as version 1 on ``stable``."""
+
+    url: str
+    settings: Settings
+    build_dir: Path
+    live: LiveServer
+
+
+def publish_and_serve(build_dir: Path, data_dir: Path) -> SdkServer:
+    """Publish ``build_dir`` as ``digits`` (stable) into a fresh registry under ``data_dir`` and
+    start a real server on it."""
+    from browserml.registry import Registry
+
+    settings = Settings(data_dir=data_dir)
+    with Registry(settings) as registry:
+        registry.publish(build_dir, "digits", channel="stable")
+    live = start_server(settings)
+    return SdkServer(live.url, settings, build_dir, live)
+
+
+@pytest.fixture(scope="module")
+def sdk_server(digits_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdkServer]:
+    """One real server with the real digits model, shared by a test module's read-only tests."""
+    served = publish_and_serve(digits_build, tmp_path_factory.mktemp("sdk-data"))
+    yield served
+    served.live.stop()
+
+
+@pytest.fixture
+def sdk_server_factory(tmp_path: Path) -> Iterator[Callable[[Path], SdkServer]]:
+    """Factory for a private server (a test that corrupts blobs or stops the server); each one is
+    stopped after the test."""
+    started: list[SdkServer] = []
+
+    def make(build_dir: Path) -> SdkServer:
+        started.append(publish_and_serve(build_dir, tmp_path / f"data-{len(started)}"))
+        return started[-1]
+
+    yield make
+    for served in started:
+        if served.live.thread.is_alive():
+            served.live.stop()
+
+
+@pytest.fixture(scope="session")
+def digit_pngs(digits_run: Path) -> list[tuple[int, bytes]]:
+    """100 real MNIST digits (10 per class) from the run's held-out test split, as PNG bytes:
+    the model never trained on them."""
+    import io
+
+    from PIL import Image
+
+    test = np.load(digits_run / "test.npz")
+    images, labels = test["images"], test["labels"]
+    out = []
+    for digit in range(10):
+        for index in np.flatnonzero(labels == digit)[:10]:
+            buffer = io.BytesIO()
+            Image.fromarray(images[index][..., 0]).save(buffer, "PNG")
+            out.append((digit, buffer.getvalue()))
+    return out

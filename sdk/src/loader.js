@@ -117,7 +117,7 @@ export async function loadVariantFiles(variant, opts) {
         report.evicted.push(file.path);
       }
     }
-    const url = new URL(file.url, opts.server).href;
+    const url = new URL(file.url || `/v1/blobs/${file.sha256}`, opts.server).href;
     let response;
     try {
       response = await doFetch(url, { credentials: 'omit' });

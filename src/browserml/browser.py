@@ -9,8 +9,9 @@ browser so CI and users get the same binary.
 from __future__ import annotations
 
 import contextlib
+import mimetypes
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from .errors import BrowserError
@@ -66,3 +67,55 @@ def launch_browser(extra_flags: Sequence[str] = ()) -> Iterator:
             yield context
         finally:
             context.close()
+
+
+# A loopback origin is a secure context, so COOP/COEP make a routed page crossOriginIsolated
+# (wasm threads); its requests never reach the network: Playwright routing answers them all.
+LOCAL_ORIGIN = "http://127.0.0.1:9"
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def resolve_mount(path: str, mounts: Mapping[str, Path]) -> Path | None:
+    """Given a request path and ``{url prefix: folder}``, return the file it names, or None.
+
+    ``..`` never escapes a mount; the longest matching prefix wins.
+    """
+    for prefix in sorted(mounts, key=len, reverse=True):
+        if path.startswith(prefix):
+            root = mounts[prefix].resolve()
+            target = (root / path[len(prefix):]).resolve()
+            if target.is_file() and target.is_relative_to(root):
+                return target
+            return None
+    return None
+
+
+def route_local_files(context, mounts: Mapping[str, Path], origin: str = LOCAL_ORIGIN) -> str:
+    """Serve ``origin`` from local folders with cross-origin isolation headers; return the origin.
+
+    Used by verify and bench to run real TF.js / LiteRT.js on local files without an HTTP server.
+    """
+
+    def handle(route) -> None:
+        path = route.request.url[len(origin):].split("?", 1)[0]
+        target = resolve_mount(path, mounts)
+        if target is None:
+            route.fulfill(status=404, body="not found", headers=ISOLATION_HEADERS)
+            return
+        kind = "application/wasm" if target.suffix == ".wasm" else (
+            mimetypes.guess_type(target.name)[0] or "application/octet-stream")
+        route.fulfill(status=200, body=target.read_bytes(),
+                      headers={**ISOLATION_HEADERS, "Content-Type": kind})
+
+    context.route(f"{origin}/**", handle)
+    return origin
+
+
+def vendor_mounts(packages: Sequence[str]) -> dict[str, Path]:
+    """Return ``/vendor/<package>/`` mounts onto node_modules for the given npm packages."""
+    node_modules = get_settings().node_modules
+    return {f"/vendor/{package}/": node_modules / package for package in packages}

@@ -8,6 +8,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -331,6 +332,8 @@ def demo(epochs, workdir):
 
 def main() -> None:
     """Console-script entry point."""
+    # TensorFlow's C++ start-up chatter (oneDNN, CPU features) is noise in a CLI's output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli()
 
 

@@ -2,34 +2,30 @@
 
 The browser loads each variant's files exactly as shipped; Python sends the run's test images and
 compares the outputs: float32 (TF.js and TFLite) must be within ``verify_tolerance`` (1e-4) of
-Keras, and each variant's top-1 agreement with Keras is reported. A TFLite variant that LiteRT.js
-cannot run (an unsupported op) is reported and marked, not fatal: the SDK leaves it to
-TF.js. When float32 diverges, the first layer whose
-output differs is named, so a translation bug points at its layer.
+Keras, and each variant's top-1 agreement with Keras is reported. When float32 diverges, the first
+layer whose output differs is named, so a translation bug points at its layer. A TFLite variant
+that LiteRT.js cannot run (an unsupported op) is reported, not fatal: the SDK leaves it to TF.js.
 
-Files reach the page through Playwright request routing from the build dir and node_modules, not
-through our server: ``tfjs/`` and verification stay independent of registries and HTTP.
+Files reach the page through Playwright request routing from the build dir and node_modules
+(:func:`browserml.browser.route_local_files`), not through our server: ``tfjs/`` and verification
+stay independent of registries and HTTP.
 """
 
 from __future__ import annotations
 
 import base64
-import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .browser import launch_browser
+from .browser import launch_browser, route_local_files, vendor_mounts
 from .errors import BrowserError, VerificationError
 from .progress import progress_bar
 from .settings import get_settings
 from .train import read_run
 from .variants import read_build
 
-# A loopback origin is a secure context, so COOP/COEP make the page crossOriginIsolated (threads);
-# requests never reach the network: Playwright routing answers them all.
-ORIGIN = "http://127.0.0.1:9"
 STATIC = Path(__file__).parent / "static"
 VENDOR_PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@litertjs/core",
                    "@litertjs/wasm-utils")
@@ -60,50 +56,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return all(v.passed for v in self.variants)
-
-
-def resolve(path: str, build_dir: Path) -> Path | None:
-    """Given a request path on the verify origin, return the local file to serve, or None.
-
-    Only three roots are reachable and ``..`` never escapes them.
-    """
-    node_modules = get_settings().node_modules
-    if path.startswith("/static/"):
-        root, rest = STATIC, path[len("/static/"):]
-    elif path.startswith("/model/"):
-        root, rest = build_dir, path[len("/model/"):]
-    elif path.startswith("/vendor/"):
-        rest = path[len("/vendor/"):]
-        package = next((p for p in VENDOR_PACKAGES if rest.startswith(p + "/")), None)
-        if package is None:
-            return None
-        root = node_modules
-    elif path == "/":
-        return STATIC / "verify.html"
-    else:
-        return None
-    target = (root / rest).resolve()
-    return target if target.is_file() and target.is_relative_to(root.resolve()) else None
-
-
-def route_files(context, build_dir: Path) -> None:
-    """Serve the verify origin from local files, with COOP/COEP so wasm threads are allowed."""
-    headers = {"Cross-Origin-Opener-Policy": "same-origin",
-               "Cross-Origin-Embedder-Policy": "require-corp",
-               "Cross-Origin-Resource-Policy": "same-origin"}
-
-    def handle(route):
-        path = route.request.url[len(ORIGIN):].split("?", 1)[0]
-        target = resolve(path, build_dir)
-        if target is None:
-            route.fulfill(status=404, body="not found", headers=headers)
-            return
-        kind = "application/wasm" if target.suffix == ".wasm" else (
-            mimetypes.guess_type(target.name)[0] or "application/octet-stream")
-        route.fulfill(status=200, body=target.read_bytes(), headers={**headers,
-                                                                     "Content-Type": kind})
-
-    context.route(f"{ORIGIN}/**", handle)
 
 
 def encode_batches(images: np.ndarray, batch: int) -> list[str]:
@@ -153,9 +105,10 @@ def verify(build_dir: Path, run_dir: Path | None = None, *, samples: int | None 
     expected = model.predict(images.astype(np.float32), batch_size=64, verbose=0)
     report = VerifyReport(samples=count)
     with launch_browser() as context, progress_bar() as bar:
-        route_files(context, Path(build_dir))
+        origin = route_local_files(context, {
+            "/static/": STATIC, "/model/": Path(build_dir), **vendor_mounts(VENDOR_PACKAGES)})
         page = context.new_page()
-        page.goto(f"{ORIGIN}/")
+        page.goto(f"{origin}/static/verify.html")
         page.wait_for_function("window.browsermlReady === true && window.browsermlLitertReady")
         task = bar.add_task("verify", total=len(build.variants), status="")
         for variant in build.variants:

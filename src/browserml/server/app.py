@@ -70,9 +70,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             registry.close()
 
+    blob_app = blobs.BlobApp(registry.blobs)
     app = Starlette(
-        routes=[*models.routes(), *blobs.routes(registry.blobs), *pages.routes(settings)],
+        routes=[*models.routes(), *blobs.routes(blob_app), *pages.routes(settings)],
         middleware=[
+            Middleware(blobs.BlobFastPathMiddleware, blobs=blob_app),
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,

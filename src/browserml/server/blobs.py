@@ -22,12 +22,23 @@ from pathlib import Path
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import NotFoundError
 from ..registry.blobs import BlobStore, is_sha256
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+# Everything a blob response carries besides its ETag/encoding: immutable caching, embeddable by
+# cross-origin-isolated pages anywhere (CORP cross-origin), and the isolation headers themselves
+# (set here because the fast path bypasses the middleware that adds them to other responses).
+BLOB_HEADERS = {
+    "cache-control": CACHE_CONTROL,
+    "cross-origin-resource-policy": "cross-origin",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-embedder-policy": "require-corp",
+    "x-content-type-options": "nosniff",
+    "vary": "Accept-Encoding",
+}
 _ENCODING_PREFERENCE = ("br", "gzip")
 
 
@@ -67,15 +78,34 @@ class BlobApp:
         return tuple(found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = self.respond(scope)
-        await response(scope, receive, send)
+        await self.serve(scope, receive, send, scope["path_params"]["sha256"])
 
-    def respond(self, scope: Scope) -> Response:
-        """Given the request scope, return a 304, the file (whole, ranged or compressed), or a
+    async def serve(self, scope: Scope, receive: Receive, send: Send, sha256: str) -> None:
+        """Answer one request for ``sha256``. A revalidation of a known blob (the commonest
+        request once clients have cached it) is sent as two raw ASGI messages, with no Response
+        object and no I/O."""
+        if scope["method"] in ("GET", "HEAD") and is_sha256(sha256):
+            if_none_match = _header(scope, b"if-none-match")
+            if if_none_match and _matches(if_none_match, sha256) and self._known(sha256):
+                await send(
+                    {"type": "http.response.start", "status": 304, "headers": _not_modified_headers(sha256)}
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await self.respond(scope, sha256)(scope, receive, send)
+
+    def _known(self, sha256: str) -> bool:
+        try:
+            self._representations(sha256)
+        except NotFoundError:
+            return False
+        return True
+
+    def respond(self, scope: Scope, sha256: str) -> Response:
+        """Given the request scope, return the file (whole, ranged or compressed), a 304, or a
         JSON 404/405."""
         if scope["method"] not in ("GET", "HEAD"):
             return JSONResponse({"error": "method not allowed"}, 405, {"Allow": "GET, HEAD"})
-        sha256 = scope["path_params"]["sha256"]
         if not is_sha256(sha256):
             return JSONResponse({"error": "not found: blobs are named by their sha256"}, 404)
         try:
@@ -83,23 +113,54 @@ class BlobApp:
         except NotFoundError as exc:
             return JSONResponse({"error": str(exc)}, 404)
         headers = Headers(scope=scope)
-        base = {
-            "cache-control": CACHE_CONTROL,
-            "cross-origin-resource-policy": "cross-origin",
-            "vary": "Accept-Encoding",
-        }
         if _matches(headers.get("if-none-match"), sha256):
-            return Response(status_code=304, headers={**base, "etag": f'"{sha256}"'})
+            return Response(status_code=304, headers={**BLOB_HEADERS, "etag": f'"{sha256}"'})
         chosen = _choose(files, headers)
-        base["etag"] = f'"{sha256}"' if chosen.encoding is None else f'"{sha256}-{chosen.encoding}"'
+        extra = {"etag": f'"{sha256}"' if chosen.encoding is None else f'"{sha256}-{chosen.encoding}"'}
         if chosen.encoding is not None:
-            base["content-encoding"] = chosen.encoding
+            extra["content-encoding"] = chosen.encoding
         return BlobFileResponse(
             chosen.path,
             stat_result=chosen.stat,
-            headers=base,
+            headers={**BLOB_HEADERS, **extra},
             media_type="application/octet-stream",
         )
+
+
+class BlobFastPathMiddleware:
+    """Send ``/v1/blobs/...`` requests without an ``Origin`` header straight to the blob app,
+    skipping the routing and middleware layers that cut revalidation throughput to a fifth of
+    nginx's. Requests with ``Origin`` take the normal path, so CORS stays in one place
+    (Starlette's CORSMiddleware); blob responses carry their isolation headers themselves."""
+
+    prefix = "/v1/blobs/"
+
+    def __init__(self, app: ASGIApp, blobs: BlobApp) -> None:
+        self.app, self.blobs = app, blobs
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(self.prefix) and _header(scope, b"origin") is None:
+            await self.blobs.serve(scope, receive, send, path[len(self.prefix) :])
+            return
+        await self.app(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """Given a scope and a lowercase header name, return its first value (latin-1) or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _not_modified_headers(sha256: str) -> list[tuple[bytes, bytes]]:
+    """The headers of a blob's 304: what RFC 9110 asks for (ETag, Cache-Control, Vary). The
+    client keeps the other headers from the 200 it cached, and each header sent costs the server
+    time on the path measured against nginx."""
+    headers = {"etag": f'"{sha256}"', "cache-control": CACHE_CONTROL, "vary": "Accept-Encoding"}
+    return [(k.encode(), v.encode()) for k, v in headers.items()]
 
 
 def _matches(if_none_match: str | None, sha256: str) -> bool:
@@ -140,6 +201,6 @@ def _choose(files: tuple[BlobFile, ...], headers: Headers) -> BlobFile:
     return min(usable, key=lambda f: f.stat.st_size, default=identity)
 
 
-def routes(store: BlobStore) -> list[Route]:
-    """Return the blob route for the app's router."""
-    return [Route("/v1/blobs/{sha256}", BlobApp(store), name="blob")]
+def routes(blobs: BlobApp) -> list[Route]:
+    """Return the blob route for the app's router (requests with ``Origin`` come this way)."""
+    return [Route("/v1/blobs/{sha256}", blobs, name="blob")]
