@@ -123,7 +123,10 @@ def wrk(url: str, duration: float, connections: int, headers: dict[str, str]) ->
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    output = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    done = subprocess.run([*command, url], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed against {url}: {done.stderr.strip() or done.stdout}")
+    output = done.stdout
     if "Non-2xx or 3xx" in output or "Socket errors" in output:
         raise RuntimeError(f"wrk saw errors against {url}:\n{output}")
     return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
@@ -182,7 +185,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved runs per server.")
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     report = bench(args.duration, args.rounds, args.connections)
+    print(f"cpus: {os.cpu_count()}, 1-min load average before/after: "
+          f"{load_before:.2f}/{os.getloadavg()[0]:.2f}")
     print(f"shard: {report['bytes']:,} bytes; wrk -t1 -c{args.connections} "
           f"-d{args.duration:g}s, median of {args.rounds} interleaved rounds; one worker each")
     print(f"{'scenario':<20} {'ours req/s':>12} {'nginx req/s':>12} {'ours/nginx':>11}")

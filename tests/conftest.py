@@ -332,3 +332,89 @@ def digit_pngs(digits_run: Path) -> list[tuple[int, bytes]]:
             Image.fromarray(images[index][..., 0]).save(buffer, "PNG")
             out.append((digit, buffer.getvalue()))
     return out
+
+
+# ------------------------------------------------------------------ third-party TF.js models, TF.js in Node
+
+
+@pytest.fixture(scope="session")
+def nsfwjs_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real pretrained MobileNetV2 (224x224x3, uint8-quantized by its authors) that the npm
+    ``nsfwjs`` package ships, unpacked by ``scripts/nsfwjs-model.cjs`` into ``model.json`` + shard:
+    a TF.js layers model no code of ours produced. Returns the folder; read-only (copy it with
+    shutil.copytree before corrupting anything)."""
+    import subprocess
+
+    from browserml.settings import PROJECT_ROOT
+
+    out = tmp_path_factory.mktemp("nsfwjs") / "mobilenet_v2"
+    subprocess.run(["node", str(PROJECT_ROOT / "scripts" / "nsfwjs-model.cjs"), "mobilenet_v2",
+                    str(out)], check=True, capture_output=True, timeout=120)
+    return out
+
+
+@pytest.fixture(scope="session")
+def nsfwjs_build(nsfwjs_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``nsfwjs_model`` imported with ``browserml.importer.import_model`` into a build dir
+    (float32, float16, uint8 TF.js variants, accuracy null). Read-only."""
+    from browserml.importer import import_model
+
+    build_dir = tmp_path_factory.mktemp("nsfwjs-build") / "nsfw"
+    import_model(nsfwjs_model / "model.json", build_dir, name="nsfw")
+    return build_dir
+
+
+TFJS_NODE_PREDICT = r"""
+// Load a TF.js layers model folder in real TF.js (Node, cpu backend) and print its outputs.
+// argv: node_modules model_dir inputs.f32 shape.json
+const fs = require('fs');
+const path = require('path');
+const [nodeModules, dir, inputFile, shapeJson] = process.argv.slice(2);
+const tf = require(path.join(nodeModules, '@tensorflow/tfjs'));
+(async () => {
+  const doc = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
+  const specs = [];
+  const shards = [];
+  for (const group of doc.weightsManifest) {
+    specs.push(...group.weights);
+    for (const p of group.paths) shards.push(fs.readFileSync(path.join(dir, p)));
+  }
+  const all = Buffer.concat(shards);
+  const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength);
+  const model = await tf.loadLayersModel(
+    tf.io.fromMemory({ modelTopology: doc.modelTopology, weightSpecs: specs, weightData }));
+  const raw = fs.readFileSync(inputFile);
+  const x = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+  const y = model.predict(tf.tensor(x, JSON.parse(shapeJson), 'float32'));
+  process.stdout.write('\n' + JSON.stringify(Array.from(await y.data())) + '\n');
+})().catch((err) => { console.error(err && err.stack ? err.stack : String(err)); process.exit(1); });
+"""
+
+
+@pytest.fixture(scope="session")
+def tfjs_predict(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, np.ndarray], np.ndarray]:
+    """Return ``predict(model_dir, images) -> outputs``: the TF.js layers model in ``model_dir``
+    (``model.json`` + shards) loaded by real TF.js 4.22 under Node (cpu backend), run on
+    ``images`` (float32 NHWC or NC), outputs reshaped to ``[N, -1]``. A load or predict failure
+    fails the test with Node's message."""
+    import subprocess
+
+    from browserml.settings import get_settings
+
+    work = tmp_path_factory.mktemp("tfjs-node")
+    script = work / "predict.cjs"
+    script.write_text(TFJS_NODE_PREDICT)
+    counter = iter(range(1_000_000))
+
+    def predict(model_dir: Path, images: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(images, dtype="<f4")
+        inputs = work / f"inputs-{next(counter)}.f32"
+        inputs.write_bytes(images.tobytes())
+        done = subprocess.run(
+            ["node", str(script), str(get_settings().node_modules), str(model_dir), str(inputs),
+             json.dumps(list(images.shape))], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"TF.js (Node) failed on {model_dir}:\n{done.stderr[-2000:]}"
+        values = json.loads(done.stdout.strip().splitlines()[-1])
+        return np.asarray(values, dtype=np.float32).reshape(len(images), -1)
+
+    return predict

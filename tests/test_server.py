@@ -111,7 +111,10 @@ def test_unknown_things_are_json_404s(published, live_server):
 # ------------------------------------------------------------------ blobs
 
 
-def test_blob_headers_etag_and_range(published, live_server):
+@pytest.mark.parametrize("memory_cache", [True, False], ids=["memory-cache", "from-file"])
+def test_blob_headers_etag_and_range(published, live_server, memory_cache):
+    if not memory_cache:
+        published = published.model_copy(update={"blob_cache_bytes": 0})
     server = live_server(published)
     with httpx.Client(base_url=server.url) as client:
         manifest = client.get("/v1/models/digits/manifest").json()

@@ -268,12 +268,15 @@ def list_models(as_json, data_dir):
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port (default: settings.port, 8000).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option("--proxy-headers/--no-proxy-headers", default=False, show_default=True,
+              help="Trust X-Forwarded-* from a reverse proxy on 127.0.0.1.")
 @data_dir_option
-def serve(host, port, access_log, data_dir):
+def serve(host, port, access_log, proxy_headers, data_dir):
     """Serve manifests, blobs, the SDK and pages over HTTP (uvicorn, one worker)."""
     from .server.run import serve as run_server
 
-    run_server(registry_settings(data_dir), host=host, port=port, access_log=access_log)
+    run_server(registry_settings(data_dir), host=host, port=port, access_log=access_log,
+               proxy_headers=proxy_headers)
 
 
 @cli.command(name="import")
@@ -328,6 +331,49 @@ def demo(epochs, workdir):
     console.print(f"verified in Chromium: float32 max abs diff "
                   f"{result.report.variants[0].max_abs_diff:.2e} over {result.report.samples} "
                   f"test digits", highlight=False)
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """Given ``a,b,c``, return ``["a", "b", "c"]`` (None when not given)."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@cli.command()
+@click.argument("build_dir", type=click.Path())
+@click.option("--run", "run_dir", type=click.Path(), default=None,
+              help="Run directory with the Keras model for native TensorFlow (default runs/<name>).")
+@click.option("--engines", default="tfjs,litert", show_default=True)
+@click.option("--backends", default="webgpu,webgl,wasm,cpu", show_default=True,
+              help="TF.js backends to measure.")
+@click.option("--variants", default=None, help="Variants to measure (default: all).")
+@click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
+@click.option("--n", type=click.IntRange(5), default=50, show_default=True,
+              help="Timed calls per configuration and repeat.")
+@click.option("--budget-ms", type=float, default=8000, show_default=True,
+              help="Time cap per configuration and repeat (at least 5 calls are always made).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write an HTML report with a plot.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, html_path,
+          as_json):
+    """Benchmark every engine x backend x variant in headless Chromium against native
+    TensorFlow and LiteRT on this machine."""
+    from .bench.harness import bench as run_bench
+    from .bench.report import table, write_html
+
+    try:
+        batches = [int(b) for b in split_list(batch) or ["1"]]
+    except ValueError:
+        raise click.BadParameter(f"--batch {batch!r}: expected integers like 1,8") from None
+    report = run_bench(Path(build_dir), run_dir=Path(run_dir) if run_dir else None,
+                       engines=split_list(engines), backends=split_list(backends),
+                       variants=split_list(variants), batches=batches, n=n, budget_ms=budget_ms)
+    if html_path:
+        write_html(report, Path(html_path))
+    if as_json:
+        print_json(report.to_json())
+    else:
+        console.print(table(report))
 
 
 def main() -> None:

@@ -47,3 +47,11 @@ class NotFoundError(RegistryError):
 
 class InvalidNameError(RegistryError):
     """A model name is not ``[a-z0-9-]{1,64}``."""
+
+
+class DatabaseError(BrowserMLError):
+    """The database cannot be reached or its URL is not one BrowserML can use."""
+
+
+class TelemetryError(BrowserMLError):
+    """A telemetry batch or stats query is not what the API accepts."""

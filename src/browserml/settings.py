@@ -42,8 +42,31 @@ class Settings(BaseSettings):
     manifest_max_age: int = Field(30, description="Seconds clients may cache a manifest.")
     cors_origins: list[str] = Field(default_factory=list)
     max_upload_bytes: int = 512 * 1024 * 1024
+    blob_cache_bytes: int = Field(256 * 1024 * 1024, description="Hot blobs kept in memory.")
     sdk_dir: Path = Field(PROJECT_ROOT / "sdk" / "src", description="Served at /sdk/.")
     web_dir: Path = Field(PROJECT_ROOT / "web", description="demo/ and dashboard/ pages.")
+
+    # Telemetry, stats, dashboard and metrics (issue 9).
+    telemetry_max_events: int = Field(500, description="Most events one POST /v1/telemetry may carry.")
+    telemetry_max_bytes: int = Field(1024 * 1024, description="Largest telemetry body (1 MiB).")
+    telemetry_rate: float = Field(
+        2000.0, description="Events/s each client (IP) may send on average; 0 disables the limit."
+    )
+    telemetry_burst: int = Field(10_000, description="Events a client may send at once (bucket size).")
+    telemetry_retention_days: float = Field(30.0, description="Raw events older than this are deleted.")
+    telemetry_rollup_retention_days: float = Field(
+        90.0, description="Per-minute rollups older than this are deleted (hourly ones are kept)."
+    )
+    telemetry_retention_interval_s: float = Field(300.0, description="How often retention runs.")
+    telemetry_retention_chunk: int = Field(5000, description="Rows deleted per retention transaction.")
+    telemetry_pg_pool_size: int = Field(4, description="PostgreSQL connections for telemetry writes.")
+    dashboard_public: bool = Field(False, description="Serve stats without the admin token.")
+    metrics_public: bool = Field(False, description="Serve /metrics without the admin token.")
+    server_cost_per_1000: float = Field(
+        2.40,
+        description="What 1,000 server-side predictions cost (USD), for the dashboard's savings: "
+        "the reference team saved ~$12k/month on 5M predictions/month, i.e. $2.40 per 1,000.",
+    )
 
     # Browser.
     browser_timeout_s: float = 120.0

@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             registry.close()
 
-    blob_app = blobs.BlobApp(registry.blobs)
+    blob_app = blobs.BlobApp(registry.blobs, memory_bytes=settings.blob_cache_bytes)
     app = Starlette(
         routes=[*models.routes(), *blobs.routes(blob_app), *pages.routes(settings)],
         middleware=[

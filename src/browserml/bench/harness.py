@@ -1,0 +1,231 @@
+"""The benchmark harness: every (engine, backend, variant, batch) in real headless Chromium, beside
+native TensorFlow and native LiteRT, in one run.
+
+Each configuration runs in a fresh page, in A B ... B A order over two repeats, so warm caches and
+thermal drift do not favour one; the report keeps both repeats' medians and their spread.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..browser import launch_browser, route_local_files, vendor_mounts
+from ..errors import BrowserError, ModelError
+from ..progress import progress_bar
+from ..variants import Build, read_build
+from .environment import environment
+from .native import native_litert, native_tensorflow
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+BENCH_PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm",
+                  "@tensorflow/tfjs-backend-webgpu", "@litertjs/core", "@litertjs/wasm-utils")
+TFJS_BACKENDS = ("webgpu", "webgl", "wasm", "cpu")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One browser configuration."""
+
+    engine: str
+    backend: str
+    variant: str
+    batch: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}/{self.backend}/{self.variant}/b{self.batch}"
+
+
+@dataclass
+class Summary:
+    """One configuration's figures over its repeats."""
+
+    config: Config
+    medians: list[float]
+    min_ms: float
+    median_ms: float
+    p95_ms: float
+    spread: float
+    load_ms: float
+    warmup_ms: float
+    threads: int | None
+    backend_used: str
+    tensor_drift: int | None
+    ratio_native_tf: float | None = None
+    ratio_native_litert: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class BenchReport:
+    """Everything one ``browserml bench`` run measured."""
+
+    model: str
+    environment: dict
+    browser: dict
+    native: dict
+    results: list[Summary] = field(default_factory=list)
+    sdk: dict | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def configurations(build: Build, engines: list[str], backends: list[str],
+                   variants: list[str] | None, batches: list[int]) -> list[Config]:
+    """Return every configuration the build supports among those asked for."""
+    configs = []
+    for variant in build.variants:
+        if variants and variant.name not in variants:
+            continue
+        if variant.engine not in engines:
+            continue
+        for batch in batches:
+            if variant.engine == "litert":
+                configs.append(Config("litert", "wasm", variant.name, batch))
+            else:
+                configs.extend(Config("tfjs", b, variant.name, batch) for b in backends)
+    if not configs:
+        raise ModelError("no configuration to run: check --engines, --backends and --variants")
+    return configs
+
+
+def abba(configs: list[Config], repeats: int = 2) -> list[tuple[int, Config]]:
+    """Return ``(repeat, config)`` in A B C, C B A order, so order effects cancel."""
+    order = []
+    for repeat in range(repeats):
+        sequence = configs if repeat % 2 == 0 else list(reversed(configs))
+        order.extend((repeat, config) for config in sequence)
+    return order
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Return the q-th percentile (0-100) of ``values``."""
+    return float(np.percentile(np.asarray(values), q))
+
+
+def run_page(context, origin: str, config: Config, shape: list[int], n: int, budget_ms: float
+             ) -> dict:
+    """Measure one configuration in a fresh page; return the page's raw result."""
+    page = context.new_page()
+    try:
+        page.goto(f"{origin}/static/bench.html")
+        page.wait_for_function("window.browsermlBenchReady === true")
+        return page.evaluate("(c) => window.browsermlBench(c)", {
+            "engine": config.engine, "backend": config.backend, "variant": config.variant,
+            "batch": config.batch, "n": n, "shape": shape, "budgetMs": budget_ms})
+    finally:
+        page.close()
+
+
+def summarise(config: Config, runs: list[dict]) -> Summary:
+    """Combine a configuration's repeats into one summary."""
+    medians = [statistics.median(r["times"]) for r in runs]
+    times = [t for r in runs for t in r["times"]]
+    drift = [r["numTensorsAfter"] - r["numTensorsBefore"] for r in runs
+             if r.get("numTensorsAfter") is not None]
+    return Summary(
+        config=config, medians=medians, min_ms=min(times), median_ms=statistics.median(times),
+        p95_ms=percentile(times, 95),
+        spread=(max(medians) - min(medians)) / statistics.mean(medians) if len(medians) > 1 else 0,
+        load_ms=statistics.median(r["loadMs"] for r in runs),
+        warmup_ms=statistics.median(r["warmupMs"] for r in runs),
+        threads=runs[0].get("threads"), backend_used=runs[0]["backend"],
+        tensor_drift=max(drift) if drift else None,
+    )
+
+
+def run_browser(build_dir: Path, build: Build, configs: list[Config], n: int, repeats: int,
+                budget_ms: float) -> tuple[list[Summary], dict]:
+    """Run every configuration in Chromium in ABBA order; return summaries and browser facts."""
+    shape = [build.input.height, build.input.width, build.input.channels]
+    raw: dict[Config, list[dict]] = {c: [] for c in configs}
+    errors: dict[Config, str] = {}
+    browser_env: dict = {}
+    with launch_browser(["--enable-unsafe-webgpu"]) as context, progress_bar() as bar:
+        origin = route_local_files(context, {"/static/": STATIC, "/model/": build_dir,
+                                             **vendor_mounts(BENCH_PACKAGES)})
+        order = abba(configs, repeats)
+        task = bar.add_task("browser", total=len(order), status="")
+        for _repeat, config in order:
+            bar.update(task, status=config.label)
+            if config not in errors:
+                try:
+                    result = run_page(context, origin, config, shape, n, budget_ms)
+                    browser_env = result.pop("env")
+                    raw[config].append(result)
+                except Exception as exc:  # Playwright raises its own Error for page failures
+                    errors[config] = str(exc).splitlines()[0][:300]
+            bar.advance(task)
+    summaries = []
+    for config in configs:
+        if config in errors:
+            summaries.append(Summary(config, [], 0, 0, 0, 0, 0, 0, None, config.backend, None,
+                                     error=errors[config]))
+        else:
+            summaries.append(summarise(config, raw[config]))
+    return summaries, browser_env
+
+
+def run_native(build_dir: Path, build: Build, run_dir: Path | None, batches: list[int], n: int
+               ) -> dict:
+    """Time native TensorFlow (when the Keras model is at hand) and native LiteRT (from the
+    build's TFLite files), per batch size."""
+    shape = (build.input.height, build.input.width, build.input.channels)
+    native: dict = {}
+    model = None
+    if run_dir is not None and (run_dir / "model.keras").is_file():
+        import keras
+
+        model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    with progress_bar() as bar:
+        task = bar.add_task("native", total=len(batches), status="")
+        for batch in batches:
+            entry: dict = {}
+            if model is not None:
+                entry["tensorflow"] = statistics.median(native_tensorflow(model, shape, batch, n))
+            for variant in build.variants:
+                if variant.engine == "litert":
+                    path = build_dir / variant.files[0].path
+                    entry[f"litert/{variant.name}"] = statistics.median(
+                        native_litert(path, shape, batch, n))
+            native[str(batch)] = entry
+            bar.advance(task)
+    return native
+
+
+def attach_ratios(results: list[Summary], native: dict) -> None:
+    """Give each browser figure its ratio to native TensorFlow and native LiteRT float32."""
+    for summary in results:
+        baseline = native.get(str(summary.config.batch), {})
+        if summary.error:
+            continue
+        if "tensorflow" in baseline:
+            summary.ratio_native_tf = summary.median_ms / baseline["tensorflow"]
+        if "litert/tflite-float32" in baseline:
+            summary.ratio_native_litert = summary.median_ms / baseline["litert/tflite-float32"]
+
+
+def bench(build_dir: Path, *, run_dir: Path | None = None, engines: list[str] | None = None,
+          backends: list[str] | None = None, variants: list[str] | None = None,
+          batches: list[int] | None = None, n: int = 50, repeats: int = 2,
+          budget_ms: float = 8000) -> BenchReport:
+    """Benchmark a build directory; see the module docstring for the method."""
+    build_dir = Path(build_dir)
+    build = read_build(build_dir)
+    configs = configurations(build, engines or ["tfjs", "litert"],
+                             backends or list(TFJS_BACKENDS), variants, batches or [1])
+    if run_dir is None:
+        guess = build_dir.resolve().parent.parent / "runs" / build.name
+        run_dir = guess if guess.is_dir() else None
+    native = run_native(build_dir, build, run_dir, batches or [1], n)
+    results, browser_env = run_browser(build_dir, build, configs, n, repeats, budget_ms)
+    if all(r.error for r in results):
+        raise BrowserError(f"every configuration failed; first: {results[0].error}")
+    attach_ratios(results, native)
+    return BenchReport(model=build.name, environment=environment(), browser=browser_env,
+                       native=native, results=results)

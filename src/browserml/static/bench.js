@@ -1,0 +1,113 @@
+// Page module for `browserml bench`: times one (engine, backend, variant, batch) configuration
+// on random pixels in a fresh page and reports what ran (threads, SIMD, adapter strings).
+// Python owns the statistics and the ratios; this file only measures.
+/* global tf */
+import { loadLiteRt, loadAndCompile, Tensor } from '/vendor/@litertjs/core/dist/index.js';
+
+const WASM_DIR = '/vendor/@tensorflow/tfjs-backend-wasm/dist/';
+
+function randomPixels(count) {
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = Math.floor(Math.random() * 256);
+  return out;
+}
+
+async function wasmFeatures() {
+  // The smallest modules that validate only with SIMD / threads support (as wasm-feature-detect).
+  const simd = WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]));
+  const relaxed = WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]));
+  let webgl = null;
+  try {
+    const gl = document.createElement('canvas').getContext('webgl2');
+    const info = gl && gl.getExtension('WEBGL_debug_renderer_info');
+    webgl = gl ? (info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER)) : null;
+  } catch (e) { webgl = null; }
+  let webgpu = null;
+  try {
+    const adapter = navigator.gpu && (await navigator.gpu.requestAdapter());
+    webgpu = adapter ? JSON.stringify(adapter.info || {}) : null;
+  } catch (e) { webgpu = null; }
+  return {
+    crossOriginIsolated: self.crossOriginIsolated === true,
+    simd, relaxedSimd: relaxed,
+    threads: typeof SharedArrayBuffer !== 'undefined' && self.crossOriginIsolated === true,
+    hardwareConcurrency: navigator.hardwareConcurrency,
+    userAgent: navigator.userAgent, webgl, webgpu,
+  };
+}
+
+// n timed calls, cut short once budgetMs is spent (software WebGL can take a second a call)
+// but never fewer than 5.
+async function timeLoop(run, n, budgetMs) {
+  const times = [];
+  const start = performance.now();
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await run();
+    times.push(performance.now() - t0);
+    if (times.length >= 5 && performance.now() - start > budgetMs) break;
+  }
+  return times;
+}
+
+async function benchTfjs({ variant, backend, batch, n, shape, threads, budgetMs }) {
+  if (backend === 'wasm') {
+    tf.wasm.setWasmPaths(WASM_DIR);
+    if (threads) tf.wasm.setThreadsCount(threads);
+  }
+  const t0 = performance.now();
+  if (backend !== 'default' && !(await tf.setBackend(backend))) throw new Error(`backend ${backend} unavailable`);
+  await tf.ready();
+  const model = await tf.loadLayersModel(`/model/${variant}/model.json`);
+  const loadMs = performance.now() - t0;
+  const x = tf.tensor(randomPixels(batch * shape.reduce((a, b) => a * b, 1)), [batch, ...shape]);
+  const predict = async () => { const y = model.predict(x); await y.data(); y.dispose(); };
+  const w0 = performance.now();
+  await predict();
+  const warmupMs = performance.now() - w0;
+  const before = tf.memory().numTensors;
+  const times = await timeLoop(predict, n, budgetMs);
+  const after = tf.memory().numTensors;
+  x.dispose();
+  model.dispose();
+  return {
+    loadMs, warmupMs, times, backend: tf.getBackend(),
+    threads: tf.getBackend() === 'wasm' ? tf.wasm.getThreadsCount() : null,
+    numTensorsBefore: before, numTensorsAfter: after,
+  };
+}
+
+async function benchLitert({ variant, batch, n, shape, threads, budgetMs }) {
+  const t0 = performance.now();
+  const useThreads = self.crossOriginIsolated === true && threads !== 1;
+  await loadLiteRt('/vendor/@litertjs/core/wasm/', { threads: useThreads });
+  const model = await loadAndCompile(`/model/${variant}/model.tflite`, {
+    accelerator: 'wasm', cpuOptions: { numThreads: useThreads ? (threads || navigator.hardwareConcurrency || 1) : 1 },
+  });
+  const loadMs = performance.now() - t0;
+  const size = shape.reduce((a, b) => a * b, 1);
+  const pixels = randomPixels(size);
+  // The TFLite export is pinned to batch 1, as a browser classifies; batch B runs B calls.
+  const predict = async () => {
+    for (let b = 0; b < batch; b++) {
+      const input = new Tensor(pixels, [1, ...shape]);
+      const out = await model.run([input]);
+      input.delete();
+      out[0].toTypedArray();
+      for (const t of out) t.delete();
+    }
+  };
+  const w0 = performance.now();
+  await predict();
+  const warmupMs = performance.now() - w0;
+  const times = await timeLoop(predict, n, budgetMs);
+  model.delete();
+  return { loadMs, warmupMs, times, backend: 'wasm', threads: useThreads ? (threads || navigator.hardwareConcurrency) : 1 };
+}
+
+window.browsermlBench = async (config) => {
+  const env = await wasmFeatures();
+  const result = config.engine === 'litert' ? await benchLitert(config) : await benchTfjs(config);
+  return { ...result, env };
+};
+window.browsermlBenchReady = true;

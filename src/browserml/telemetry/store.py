@@ -1,0 +1,398 @@
+"""Durable telemetry storage: raw events plus incrementally maintained rollups, SQLite or PostgreSQL.
+
+Contract
+--------
+* :meth:`TelemetryStore.ingest` writes one batch — its raw events *and* the rollup rows they change —
+  in **one transaction** and returns only after the commit, so the server answers 2xx only for
+  events that survive a crash (SQLite: WAL with ``synchronous=FULL``, the commit fsyncs the WAL;
+  PostgreSQL: the default ``synchronous_commit=on``). A batch is all or nothing.
+* Reads (:meth:`summary`, :meth:`series`, :meth:`models`) never block ingest: WAL readers and
+  PostgreSQL MVCC readers see the last committed state.
+* :meth:`purge_chunk` deletes at most ``chunk`` old raw events (and one hour of old minute rollups
+  per model) per transaction; the server calls it repeatedly between ingest batches, so retention
+  never holds the writer for long.
+
+Why this design (ingest ≥ 250k events/s SQLite / 150k PostgreSQL, ``/v1/stats`` ≤ 200 ms at 5M)
+--------------------------------------------------------------------------------------------------
+* **Raw rows cost one insert each, nothing more.** No secondary index on the events table: the
+  primary key is the insertion order (SQLite ``INTEGER PRIMARY KEY`` = the rowid, PostgreSQL an
+  identity column), which is also (nearly) time order, so retention deletes from the oldest id
+  upward without an index on time. SQLite gets one ``executemany`` per batch; PostgreSQL gets
+  ``COPY`` (psycopg 3's C copy writer), both far cheaper than row-at-a-time statements.
+* **Rollups are maintained at ingest, in the same transaction,** so they are exact and never lag:
+  the batch is folded in Python into per-minute deltas (see :func:`.stats.fold` — one dict lookup
+  and a few additions per event), widened to hour and day rows, and upserted (``ON CONFLICT DO
+  UPDATE SET n = n + excluded.n``). A 500-event batch touches a handful of rollup rows, so the
+  upserts cost a few percent of the batch. Rows are upserted in sorted key order, so concurrent
+  PostgreSQL writers lock them in one order and cannot deadlock.
+* **Stats read rollups, never raw events.** Latency percentiles come from log-bucketed histogram
+  columns (``h00``..``h81``) that the database sums like any counter. A window is covered by day
+  rows for whole days, hour rows for the whole hours at its ends and minute rows for the partial
+  hours, so 30 days cost ~30 + 2·23 + 2·59 rows per dimension combination whatever the event count
+  — a few thousand rows summed in one indexed range scan (primary key ``(model, span, start, …)``)
+  and grouped in SQL. Only the group totals (one row per engine/backend/...) leave the database.
+* **Telemetry has its own SQLite file** (``telemetry.sqlite3`` in the data dir): SQLite allows one
+  writer per file, and ingest must never queue behind a registry publish (or the reverse). Writes go
+  through one persistent connection owned by one writer thread (:attr:`writers` = 1), which avoids
+  SQLite's sleeping busy-handler entirely; PostgreSQL runs :attr:`writers` concurrent transactions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..database import database_target, open_pool
+from ..settings import Settings
+from .schema import Event
+from .stats import (
+    DAY,
+    HOUR,
+    KEY_COLUMNS,
+    MAX_COLUMNS,
+    MINUTE,
+    SUM_COLUMNS,
+    VALUE_COLUMNS,
+    coarser,
+    fold,
+    merge_into,
+)
+
+EVENT_COLUMNS = (
+    "at", "type", "model", "version", "variant", "engine", "backend", "device", "ms", "warmup_ms",
+    "batch", "num_tensors", "num_bytes", "num_bytes_gpu", "phase", "code", "reason",
+)  # fmt: skip
+GROUPABLE = {"engine", "backend", "device", "variant", "version"}
+SQLITE_FILE = "telemetry.sqlite3"
+
+
+def _events_table(id_column: str, real: str, big: str) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS telemetry_events (
+        id {id_column},
+        at {big} NOT NULL, type TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
+        variant TEXT NOT NULL, engine TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL,
+        ms {real}, warmup_ms {real}, batch INTEGER NOT NULL, num_tensors {big}, num_bytes {big},
+        num_bytes_gpu {big}, phase TEXT NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL)"""
+
+
+def _rollups_table(real: str, big: str) -> str:
+    sums = ", ".join(f"{c} {real if c.endswith('_sum') else big} NOT NULL" for c in SUM_COLUMNS)
+    maxes = ", ".join(f"{c} {real} NOT NULL" for c in MAX_COLUMNS)
+    hist = ", ".join(f"{c} {big} NOT NULL" for c in VALUE_COLUMNS[len(SUM_COLUMNS) + len(MAX_COLUMNS):])
+    return f"""CREATE TABLE IF NOT EXISTS telemetry_rollups (
+        model TEXT NOT NULL, span INTEGER NOT NULL, start {big} NOT NULL, version INTEGER NOT NULL,
+        variant TEXT NOT NULL, engine TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL,
+        {sums}, {maxes}, {hist},
+        PRIMARY KEY ({", ".join(KEY_COLUMNS)}))"""
+
+
+def _upsert_sql(max_function: str, placeholder: str) -> str:
+    columns = KEY_COLUMNS + VALUE_COLUMNS
+    values = ", ".join([placeholder] * len(columns))
+    updates = []
+    for c in VALUE_COLUMNS:
+        if c in MAX_COLUMNS:
+            updates.append(f"{c} = {max_function}(telemetry_rollups.{c}, excluded.{c})")
+        else:
+            updates.append(f"{c} = telemetry_rollups.{c} + excluded.{c}")
+    return (
+        f"INSERT INTO telemetry_rollups ({', '.join(columns)}) VALUES ({values}) "
+        f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {', '.join(updates)}"
+    )
+
+
+def _aggregate_select(max_function_agg: str = "MAX") -> str:
+    parts = [f"SUM({c})" for c in SUM_COLUMNS]
+    parts += [f"{max_function_agg}({c})" for c in MAX_COLUMNS]
+    parts += [f"SUM({c})" for c in VALUE_COLUMNS[len(SUM_COLUMNS) + len(MAX_COLUMNS):]]
+    return ", ".join(parts)
+
+
+def cover(since_ms: int, until_ms: int) -> list[tuple[int, int, int]]:
+    """Given a window, return (span, first start, end) ranges of rollup rows that tile it: day rows
+    for whole days, hour rows for whole hours at the ends, minute rows for the rest. The window is
+    widened to whole minutes (minute resolution is what the rollups keep)."""
+    lo = since_ms - since_ms % MINUTE
+    hi = -(-until_ms // MINUTE) * MINUTE
+    ranges: list[tuple[int, int, int]] = []
+
+    def tile(lo: int, hi: int, spans: Sequence[int]) -> None:
+        if lo >= hi:
+            return
+        span, rest = spans[0], spans[1:]
+        if not rest:
+            ranges.append((span, lo, hi))
+            return
+        first = -(-lo // span) * span
+        last = hi - hi % span
+        if first >= last:
+            tile(lo, hi, rest)
+            return
+        tile(lo, first, rest)
+        ranges.append((span, first, last))
+        tile(last, hi, rest)
+
+    tile(lo, hi, (DAY, HOUR, MINUTE))
+    return ranges
+
+
+class TelemetryStore(ABC):
+    """Raw events and rollups behind one interface; subclasses supply connections and dialect."""
+
+    placeholder = "?"
+    max_function = "MAX"
+    writers = 1
+
+    @abstractmethod
+    def _write(self, rows: list[tuple[Any, ...]], rollups: list[tuple[Any, ...]]) -> None:
+        """Insert raw rows and upsert rollups in one transaction; return after the commit."""
+
+    @abstractmethod
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        """Yield an object with ``execute(sql, params)`` returning a cursor, for reads only."""
+
+    @abstractmethod
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """Yield an ``execute(sql, params)`` callable inside one write transaction (the writer's)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    # -- ingest -----------------------------------------------------------------------------------
+
+    def ingest(self, events: Sequence[Event], received_ms: int) -> int:
+        """Given validated events and the server time they arrived (ms since the epoch), store
+        them durably with their rollups in one transaction; return how many were stored."""
+        if not events:
+            return 0
+        rows, minutes = fold(events, received_ms)
+        self._write(rows, coarser(minutes))
+        return len(rows)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def summary(self, model: str, since_ms: int, until_ms: int, group_by: str | None) -> tuple[
+        list[tuple[Any, list]], list
+    ]:
+        """Given a model, window and optional dimension, return ([(group value, summed values)],
+        summed values over all groups). Values follow :data:`.stats.VALUE_COLUMNS`."""
+        ranges = cover(since_ms, until_ms)
+        if not ranges:
+            return [], [0] * len(VALUE_COLUMNS)
+        group = _group_column(group_by)
+        where = " OR ".join("(span = ? AND start >= ? AND start < ?)" for _ in ranges)
+        params: list[Any] = [model]
+        for span, lo, hi in ranges:
+            params += [span, lo, hi]
+        grouping = f" GROUP BY {group} ORDER BY {group}" if group_by else ""
+        sql = (
+            f"SELECT {group}, {_aggregate_select()} FROM telemetry_rollups "
+            f"WHERE model = ? AND ({where}){grouping}"
+        )
+        with self._read() as conn:
+            rows = conn.execute(self._sql(sql), params).fetchall()
+        groups = [(row[0], _numbers(row[1:])) for row in rows if row[1] is not None]
+        total = [0] * len(VALUE_COLUMNS)
+        for _, values in groups:
+            merge_into(total, values)
+        return groups, total
+
+    def series(
+        self, model: str, since_ms: int, until_ms: int, span: int, group_by: str | None
+    ) -> list[tuple[int, Any, list]]:
+        """Given a model, window, rollup span and optional dimension, return [(start, group value,
+        summed values)] ordered by start: one point per span per group."""
+        group = _group_column(group_by)
+        lo = since_ms - since_ms % span
+        keys = f"start, {group}" if group_by else "start"
+        sql = (
+            f"SELECT start, {group}, {_aggregate_select()} FROM telemetry_rollups "
+            f"WHERE model = ? AND span = ? AND start >= ? AND start < ? "
+            f"GROUP BY {keys} ORDER BY {keys}"
+        )
+        with self._read() as conn:
+            rows = conn.execute(self._sql(sql), (model, span, lo, until_ms)).fetchall()
+        return [(int(row[0]), row[1], _numbers(row[2:])) for row in rows]
+
+    def models(self) -> list[str]:
+        """Return every model that has sent telemetry (from day rollups: a handful of rows)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                self._sql("SELECT DISTINCT model FROM telemetry_rollups WHERE span = ? ORDER BY model"),
+                (DAY,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def count_events(self, where: str = "", params: Sequence[Any] = ()) -> int:
+        """Return how many raw events match ``where`` (a fixed SQL fragment with ``?`` params;
+        tests and benchmarks use it)."""
+        sql = "SELECT COUNT(*) FROM telemetry_events" + (f" WHERE {where}" if where else "")
+        with self._read() as conn:
+            return int(conn.execute(self._sql(sql), tuple(params)).fetchone()[0])
+
+    # -- retention --------------------------------------------------------------------------------
+
+    def purge_chunk(self, now_ms: int, raw_days: float, rollup_days: float, chunk: int) -> int:
+        """Delete, in one short transaction, up to ``chunk`` raw events older than ``raw_days``
+        (oldest ids first) and up to an hour of minute rollups older than ``rollup_days`` per
+        model; return the rows deleted (0 means nothing old is left)."""
+        raw_cutoff = now_ms - int(raw_days * DAY)
+        rollup_cutoff = now_ms - int(rollup_days * DAY)
+        deleted = 0
+        with self._transaction() as run:
+            first = run(self._sql("SELECT MIN(id) FROM telemetry_events"), ()).fetchone()[0]
+            if first is not None:
+                cursor = run(
+                    self._sql("DELETE FROM telemetry_events WHERE id >= ? AND id < ? AND at < ?"),
+                    (first, first + chunk, raw_cutoff),
+                )
+                deleted += max(cursor.rowcount, 0)
+            models = run(
+                self._sql("SELECT DISTINCT model FROM telemetry_rollups WHERE span = ?"), (DAY,)
+            ).fetchall()
+            for (model,) in models:
+                oldest = run(
+                    self._sql("SELECT MIN(start) FROM telemetry_rollups WHERE model = ? AND span = ?"),
+                    (model, MINUTE),
+                ).fetchone()[0]
+                if oldest is None or oldest >= rollup_cutoff:
+                    continue
+                cursor = run(
+                    self._sql("DELETE FROM telemetry_rollups WHERE model = ? AND span = ? AND start < ?"),
+                    (model, MINUTE, min(rollup_cutoff, oldest + HOUR)),
+                )
+                deleted += max(cursor.rowcount, 0)
+        return deleted
+
+
+def _group_column(group_by: str | None) -> str:
+    """Given a dimension name, return its column (from a fixed allowlist) or a constant."""
+    if group_by is None:
+        return "''"
+    if group_by not in GROUPABLE:
+        raise ValueError(f"group_by must be one of {sorted(GROUPABLE)}, got {group_by!r}")
+    return group_by
+
+
+def _numbers(values: Sequence[Any]) -> list:
+    """Given aggregate results, return plain numbers (PostgreSQL's SUM(bigint) is a Decimal)."""
+    return [0 if v is None else v if isinstance(v, int | float) else float(v) for v in values]
+
+
+class SQLiteTelemetryStore(TelemetryStore):
+    """One WAL-mode SQLite file; one persistent writer connection used by one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.execute("PRAGMA synchronous=FULL")
+        self._lock = threading.Lock()
+        self._insert = (
+            f"INSERT INTO telemetry_events ({', '.join(EVENT_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+        )
+        self._upsert = _upsert_sql("MAX", "?")
+        with self._transaction() as run:
+            run(_events_table("INTEGER PRIMARY KEY", "REAL", "INTEGER"), ())
+            run(_rollups_table("REAL", "INTEGER"), ())
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self._lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn.execute
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _write(self, rows: list[tuple[Any, ...]], rollups: list[tuple[Any, ...]]) -> None:
+        with self._lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(self._insert, rows)
+                conn.executemany(self._upsert, rollups)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA query_only=1")
+            yield conn
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the writer connection (a WAL checkpoint happens on the last close)."""
+        with self._lock:
+            self._writer.close()
+
+
+class PostgresTelemetryStore(TelemetryStore):
+    """PostgreSQL through a psycopg 3 pool: COPY for raw events, ``writers`` concurrent batches."""
+
+    placeholder = "%s"
+    max_function = "GREATEST"
+
+    def __init__(self, url: str, writers: int = 4) -> None:
+        self.writers = writers
+        self.pool = open_pool(url, min_size=writers, max_size=writers + 2)
+        self._copy = f"COPY telemetry_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+        self._upsert = _upsert_sql("GREATEST", "%s")
+        with self._transaction() as run:
+            run(_events_table("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "DOUBLE PRECISION",
+                              "BIGINT"), ())
+            run(_rollups_table("DOUBLE PRECISION", "BIGINT"), ())
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self.pool.connection() as conn, conn.transaction():
+            yield conn.execute
+
+    def _write(self, rows: list[tuple[Any, ...]], rollups: list[tuple[Any, ...]]) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            with conn.cursor() as cur:
+                with cur.copy(self._copy) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.executemany(self._upsert, rollups)
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        with self.pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.pool.close()
+
+
+def open_store(settings: Settings) -> TelemetryStore:
+    """Given settings, return the telemetry store on the database the whole server uses:
+    PostgreSQL when ``database_url`` is set, else ``telemetry.sqlite3`` in the data dir."""
+    target = database_target(settings)
+    if target.is_postgres:
+        assert target.url is not None
+        return PostgresTelemetryStore(target.url, writers=settings.telemetry_pg_pool_size)
+    assert target.sqlite_dir is not None
+    return SQLiteTelemetryStore(target.sqlite_dir / SQLITE_FILE)
