@@ -168,3 +168,10 @@ def test_model_json_with_another_file_name_is_named_in_errors(tmp_path):
     with pytest.raises(FormatError) as caught:
         load_tfjs_model(renamed)
     assert str(caught.value).startswith(f"{renamed}:")
+
+
+def test_weights_group_without_shards_is_refused(model_json):
+    edit_manifest(model_json, lambda d: d["weightsManifest"][0].update(paths=[]))
+    with pytest.raises(FormatError, match="lists no shard files") as caught:
+        load_tfjs_model(model_json)
+    assert str(caught.value).startswith(f"{model_json}:")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import BrowserMLError
 
@@ -33,7 +34,9 @@ class BrowserMLGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BrowserMLError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escape(): messages quote shapes and paths in [brackets], which are not markup
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                              soft_wrap=True)
             sys.exit(exc.exit_code)
 
 
@@ -66,13 +69,14 @@ def print_variant_table(build) -> None:
 
     table = Table(title=f"{build.name}: {build.architecture or build.source}")
     for column in ("variant", "engine", "bytes", "x of float32", "accuracy", "change",
-                   "agreement", "offered"):
-        table.add_column(column, justify="left" if column in ("variant", "engine") else "right")
+                   "agreement", "offered", "note"):
+        table.add_column(column, justify="left" if column in ("variant", "engine", "note")
+                         else "right")
     for row in variant_rows(build):
         change = "-" if row["change_pp"] is None else f"{row['change_pp']:+.2f} pp"
         table.add_row(row["name"], row["engine"], f"{row['bytes']:,}", f"{row['ratio']:.3f}x",
                       percent(row["accuracy"]), change, percent(row["agreement"]),
-                      "yes" if row["offered"] else f"no: {row['note']}")
+                      "yes" if row["offered"] else "no", row["note"] or "")
     console.print(table)
 
 
@@ -106,7 +110,7 @@ def train(data, arch, input_size, epochs, batch_size, limit, channels, alpha, he
     if result.skipped:
         err_console.print(f"skipped {len(result.skipped)} unreadable file(s):", highlight=False)
         for line in result.skipped[:20]:
-            err_console.print(f"  {line}", highlight=False)
+            err_console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
     console.print(f"saved {result.run_dir}: {result.params:,} parameters, "
                   f"val accuracy {percent(result.val_accuracy)}, "
                   f"test accuracy {percent(result.test_accuracy)}", highlight=False)

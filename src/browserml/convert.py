@@ -18,7 +18,7 @@ from .errors import ModelError
 from .progress import progress_bar
 from .settings import get_settings
 from .tfjs.layers_model import assign_weights, read_layers_weights, write_layers_model
-from .tflite import TFLITE_VARIANTS, export_tflite
+from .tflite import TFLITE_VARIANTS, choose_int8, export_tflite
 from .tflite import predict as tflite_predict
 from .train import Run, read_run
 from .variants import Build, InputSpec, Variant, describe_file, write_build
@@ -72,13 +72,16 @@ def tflite_variants(model, run: Run, build_dir: Path, names: list[str], referenc
     paths = export_tflite(model, build_dir, tuple(names), run.calibration_images())
     variants = []
     for name, path in paths.items():
+        note = None
+        if name == "tflite-int8":
+            note = f"int8 {choose_int8(path.parent, run.test_images, run.test_labels)} scales"
         predictions = tflite_predict(path, run.test_images).argmax(axis=1)
         entry = describe_file(build_dir, path, "model")
         variants.append(Variant(
             name=name, engine="litert", format="tflite", weight_dtype=name.split("-", 1)[1],
             files=[entry], bytes=entry.bytes,
             accuracy=float((predictions == run.test_labels).mean()),
-            agreement=float((predictions == reference.predictions).mean()),
+            agreement=float((predictions == reference.predictions).mean()), note=note,
         ))
     return variants
 
@@ -92,7 +95,7 @@ def apply_budget(variants: list[Variant], budget_pp: float) -> None:
         loss_pp = (baseline - variant.accuracy) * 100
         if loss_pp > budget_pp + 1e-9:
             variant.offered = False
-            variant.note = (f"accuracy loss {loss_pp:.2f} pp exceeds the {budget_pp:g} pp budget")
+            variant.note = f"accuracy loss {loss_pp:.2f} pp exceeds the {budget_pp:g} pp budget"
 
 
 def convert(run_dir: Path, out: Path, *, name: str | None = None,

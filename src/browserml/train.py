@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets
-from .errors import ModelError
+from .errors import DatasetError, ModelError
 from .progress import progress_bar
 from .settings import get_settings
 
@@ -89,15 +89,23 @@ def train(config: RunConfig, out: Path) -> RunResult:
 
     Deterministic for a given seed (data split, initialisation, dropout and shuffling).
     """
+    seed = config.seed if config.seed is not None else get_settings().seed
+    # Data first: a bad dataset fails at once with one clear line, before TensorFlow starts (and
+    # logs to stderr). The loaders and the split use their own seeded generators.
+    data = datasets.load(config.data, input_size=config.input_size, limit=config.limit,
+                         seed=seed, channels=config.channels)
+    splits = datasets.split(data, seed)
+    if len(splits.train) == 0:
+        raise DatasetError(
+            f"{config.data}: {len(data)} samples are too few, none left to train on after the "
+            "test and validation split; give each class at least 3 images"
+        )
+
     import keras
 
     from .architectures import build
 
-    seed = config.seed if config.seed is not None else get_settings().seed
     keras.utils.set_random_seed(seed)
-    data = datasets.load(config.data, input_size=config.input_size, limit=config.limit,
-                         seed=seed, channels=config.channels)
-    splits = datasets.split(data, seed)
     model = build(config.arch, input_size=config.input_size, num_classes=len(data.class_names),
                   channels=data.images.shape[-1], alpha=config.alpha, head=config.head, seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),

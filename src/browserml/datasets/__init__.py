@@ -30,8 +30,9 @@ class Dataset:
         return len(self.labels)
 
     def subset(self, index: np.ndarray) -> Dataset:
-        """Given indices, return the dataset of those samples (class names kept)."""
-        return Dataset(self.images[index], self.labels[index], self.class_names)
+        """Given indices, return the dataset of those samples (class names and the list of
+        skipped files kept: ``--limit`` must not hide what could not be read)."""
+        return Dataset(self.images[index], self.labels[index], self.class_names, self.skipped)
 
 
 @dataclass

@@ -27,7 +27,7 @@ def decode(path: Path, input_size: int, channels: int) -> np.ndarray:
             image = image.convert("L" if channels == 1 else "RGB")
             image = image.resize((input_size, input_size), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise ValueError(str(exc).split("\n")[0] or type(exc).__name__) from None
     return pixels[..., None] if channels == 1 else pixels
 

@@ -1,9 +1,9 @@
 """The BrowserML HTTP server: one Starlette app assembled from one module per surface.
 
 ``create_app(settings)`` wires the registry (storage), the admin token, the routes of each surface
-(:mod:`.models`, :mod:`.blobs`, :mod:`.pages`) and the two cross-cutting concerns — isolation
-headers and the CORS allowlist — and maps every :class:`BrowserMLError` to a JSON error with the
-right status. Nothing here stores anything itself.
+(:mod:`.models`, :mod:`.blobs`, :mod:`.pages`; telemetry, stats and metrics from issue 9) and the two
+cross-cutting concerns — isolation headers and the CORS allowlist — and maps every
+:class:`BrowserMLError` to a JSON error with the right status. Nothing here stores anything itself.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ from ..errors import (
 )
 from ..registry import Registry
 from ..settings import Settings, get_settings
+from ..telemetry.store import open_store
 from . import blobs, models, pages
+from . import metrics as metrics_surface
+from . import stats as stats_surface
+from . import telemetry as telemetry_surface
 from .auth import ensure_admin_token
 from .headers import IsolationHeadersMiddleware
 
@@ -62,18 +66,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     registry = Registry(settings)
     admin_token = ensure_admin_token(settings.data_dir)
+    # Telemetry (issue 9): store opened here too, so a bad database fails before binding.
+    metrics = metrics_surface.Metrics()
+    telemetry = telemetry_surface.TelemetryService(settings, open_store(settings), metrics)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        telemetry.start()
         try:
             yield
         finally:
+            await telemetry.stop()
             registry.close()
 
     blob_app = blobs.BlobApp(registry.blobs, memory_bytes=settings.blob_cache_bytes)
     app = Starlette(
-        routes=[*models.routes(), *blobs.routes(blob_app), *pages.routes(settings)],
+        routes=[*models.routes(), *blobs.routes(blob_app), *pages.routes(settings),
+                *telemetry_surface.routes(), *stats_surface.routes(), *metrics_surface.routes()],
         middleware=[
+            Middleware(metrics_surface.MetricsMiddleware, metrics=metrics),
             Middleware(blobs.BlobFastPathMiddleware, blobs=blob_app),
             Middleware(
                 CORSMiddleware,
@@ -91,4 +102,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.registry = registry
     app.state.admin_token = admin_token
+    app.state.metrics = metrics
+    app.state.telemetry = telemetry
     return app

@@ -370,12 +370,11 @@ class PostgresTelemetryStore(TelemetryStore):
             yield conn.execute
 
     def _write(self, rows: list[tuple[Any, ...]], rollups: list[tuple[Any, ...]]) -> None:
-        with self.pool.connection() as conn, conn.transaction():
-            with conn.cursor() as cur:
-                with cur.copy(self._copy) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cur.executemany(self._upsert, rollups)
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with cur.copy(self._copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.executemany(self._upsert, rollups)
 
     @contextmanager
     def _read(self) -> Iterator[Any]:

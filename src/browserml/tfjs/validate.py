@@ -49,31 +49,50 @@ def model_kind(document: dict, path: Path) -> str:
     raise FormatError(f"{path}: cannot tell a layers model from a graph model (no 'format')")
 
 
-def check_group(folder: Path, group: dict) -> list[Path]:
+def check_group(model_json: Path, group: dict) -> list[Path]:
     """Check one weights group's shards against its specs; return the shard paths."""
+    folder = model_json.parent
     expected = 0
     for spec in group["weights"]:
         if not isinstance(spec, dict) or "name" not in spec or "shape" not in spec:
-            raise FormatError(f"{folder / 'model.json'}: weight entry without name/shape: {spec!r}")
-        expected += stored_bytes(spec)
+            raise FormatError(f"{model_json}: weight entry without name/shape: {spec!r}")
+        try:
+            expected += stored_bytes(spec)
+        except FormatError as exc:
+            raise FormatError(f"{model_json}: {exc}") from None
     shards = []
     for name in group["paths"]:
         if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
-            raise FormatError(f"{folder / 'model.json'}: weight path {name!r} is not a plain file name")
+            raise FormatError(f"{model_json}: weight path {name!r} is not a plain file name")
         shard = folder / name
         if not shard.is_file():
             raise FormatError(f"{shard}: weight shard missing")
         shards.append(shard)
     sizes = [shard.stat().st_size for shard in shards]
     total = sum(sizes)
+    if total != expected and not shards:
+        raise FormatError(f"{model_json}: a weights group lists no shard files, its weights need "
+                          f"{expected} bytes")
     if total != expected:
-        culprit = next((s for s, n in zip(shards, sizes, strict=True) if n != sizes[0]), shards[-1])
+        culprit = odd_shard(shards, sizes, short=total < expected)
         reason = "truncated" if total < expected else "longer than the weights need"
         raise FormatError(
             f"{culprit}: {reason}: the group's shards hold {total} bytes, "
             f"its {len(group['weights'])} weights' shapes and dtypes need {expected}"
         )
     return shards
+
+
+def odd_shard(shards: list[Path], sizes: list[int], short: bool) -> Path:
+    """Return the shard most likely at fault when a group's bytes are short (or long): all shards
+    but the last have the converter's shard size, so the first other one that is smaller (larger)
+    than its siblings is the culprit, else the last."""
+    if len(shards) > 1:
+        nominal = max(sizes) if short else min(sizes[:-1])
+        for shard, size in zip(shards[:-1], sizes[:-1], strict=True):
+            if (size < nominal) if short else (size > nominal):
+                return shard
+    return shards[-1]
 
 
 def load_tfjs_model(model_json: Path) -> TfjsModel:
@@ -85,5 +104,5 @@ def load_tfjs_model(model_json: Path) -> TfjsModel:
     document = read_model_json(model_json)
     kind = model_kind(document, model_json)
     shards = [shard for group in document["weightsManifest"]
-              for shard in check_group(model_json.parent, group)]
+              for shard in check_group(model_json, group)]
     return TfjsModel(model_json, document, kind, shards)

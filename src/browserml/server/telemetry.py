@@ -1,0 +1,211 @@
+"""``POST /v1/telemetry``: batches of events from browsers, stored durably before the answer.
+
+Contract (what the SDK's HTTP sink relies on):
+
+* Body: a JSON array of at most ``settings.telemetry_max_events`` (500) events and
+  ``settings.telemetry_max_bytes`` (1 MiB). ``Content-Type`` may be ``application/json`` or
+  ``text/plain`` (what ``navigator.sendBeacon`` sends for a string, and a CORS "simple" request, so
+  no preflight from other origins) or absent; anything else -> 415.
+* ``200 {"accepted": n, "dropped": m, "errors": [{"index": i, "error": "..."}]}`` — sent only after
+  the store committed the accepted events. Events failing the schema are dropped one by one and
+  reported (the first 20). If every event of a non-empty batch is bad, nothing is stored and the
+  answer is ``400`` with the same body plus ``"error"``.
+* ``400 {"error": ...}`` malformed JSON or not an array; ``413`` too many bytes or events;
+  ``429`` with ``Retry-After`` when the client (by address) exceeds its token bucket of
+  ``telemetry_rate`` events/s, ``telemetry_burst`` deep; ``503`` when the database fails (retry).
+
+The store is blocking (sqlite3 / psycopg), so batches run on a dedicated writer pool sized by the
+store (one thread for SQLite, whose single writer connection then never waits on a lock; several
+for PostgreSQL), keeping the event loop free to parse the next requests while a commit fsyncs.
+Retention runs on the same pool in small chunks, so it interleaves with ingest instead of blocking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..settings import Settings
+from ..telemetry.schema import BatchShapeError, validate_batch
+from ..telemetry.store import TelemetryStore
+from .metrics import Metrics
+
+log = logging.getLogger("browserml.telemetry")
+
+ACCEPTED_TYPES = ("", "application/json", "text/plain")
+
+
+class RateLimiter:
+    """Per-client token buckets: ``rate`` tokens/s, at most ``burst`` banked; one token per event.
+
+    At most ``max_clients`` buckets are kept (least recently used evicted), so a flood of spoofed
+    clients cannot grow memory without bound; an evicted client simply starts with a full bucket."""
+
+    def __init__(self, rate: float, burst: float, max_clients: int = 100_000) -> None:
+        self.rate, self.burst, self.max_clients = rate, burst, max_clients
+        self.buckets: OrderedDict[str, list[float]] = OrderedDict()
+
+    def take(self, client: str, cost: float, now: float | None = None) -> float:
+        """Given a client and a cost, take the tokens and return 0, or return the seconds to wait
+        until they would be there (taking nothing). A rate of 0 disables the limit."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        bucket = self.buckets.get(client)
+        if bucket is None:
+            bucket = self.buckets[client] = [self.burst, now]
+            if len(self.buckets) > self.max_clients:
+                self.buckets.popitem(last=False)
+        else:
+            self.buckets.move_to_end(client)
+            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+            bucket[1] = now
+        if bucket[0] >= cost:
+            bucket[0] -= cost
+            return 0.0
+        return (min(cost, self.burst) - bucket[0]) / self.rate
+
+
+class TelemetryService:
+    """The ingest side of the server: store, writer pool, rate limiter, metrics, retention."""
+
+    def __init__(self, settings: Settings, store: TelemetryStore, metrics: Metrics) -> None:
+        self.settings, self.store, self.metrics = settings, store, metrics
+        self.writer = ThreadPoolExecutor(max_workers=store.writers, thread_name_prefix="telemetry-writer")
+        self.limiter = RateLimiter(settings.telemetry_rate, settings.telemetry_burst)
+        self._retention: asyncio.Task[None] | None = None
+
+    async def write(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking store call on the writer pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.writer, fn, *args)
+
+    def start(self) -> None:
+        """Start the retention loop (call from the app's lifespan)."""
+        self._retention = asyncio.get_running_loop().create_task(self._retention_loop())
+
+    async def stop(self) -> None:
+        """Stop retention, finish queued writes, close the store."""
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+        self.writer.shutdown(wait=True)
+        self.store.close()
+
+    async def purge(self) -> int:
+        """Run retention until nothing old is left, one short transaction per chunk; return rows."""
+        s = self.settings
+        total = 0
+        while True:
+            now_ms = int(time.time() * 1000)
+            deleted = await self.write(
+                self.store.purge_chunk, now_ms, s.telemetry_retention_days,
+                s.telemetry_rollup_retention_days, s.telemetry_retention_chunk,
+            )
+            total += deleted
+            self.metrics.retention_deleted.inc(deleted)
+            if deleted == 0:
+                return total
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.purge()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.db_errors.labels("retention").inc()
+                log.exception("telemetry retention failed; will retry")
+            await asyncio.sleep(self.settings.telemetry_retention_interval_s)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def ingest(request: Request) -> Response:
+    """``POST /v1/telemetry``: validate, store durably, then answer (see the module contract)."""
+    service: TelemetryService = request.app.state.telemetry
+    settings, metrics = service.settings, service.metrics
+    client = request.client.host if request.client else "unknown"
+
+    wait = service.limiter.take(client, 1)
+    if wait:
+        return _limited(metrics, wait)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ACCEPTED_TYPES:
+        metrics.batches.labels("bad_request").inc()
+        return _error(415, f"content type {content_type!r} not accepted; send application/json or text/plain")
+    limit = settings.telemetry_max_bytes
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        metrics.batches.labels("too_large").inc()
+        return _error(413, f"body of {length} bytes exceeds the {limit} byte limit")
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                metrics.batches.labels("too_large").inc()
+                return _error(413, f"body exceeds the {limit} byte limit")
+    except ClientDisconnect:
+        return Response(status_code=400)
+
+    try:
+        batch = validate_batch(bytes(body), settings.telemetry_max_events)
+    except BatchShapeError as exc:
+        metrics.batches.labels("bad_request").inc()
+        return _error(400, str(exc))
+    except OverflowError as exc:
+        metrics.batches.labels("too_large").inc()
+        return _error(413, str(exc))
+
+    events = batch.events
+    metrics.events_dropped.inc(batch.dropped)
+    report = {"accepted": len(events), "dropped": batch.dropped, "errors": batch.errors}
+    if not events and batch.dropped:
+        metrics.batches.labels("all_dropped").inc()
+        return JSONResponse({"error": "no valid event in the batch", **report}, status_code=400)
+    if len(events) > 1:
+        wait = service.limiter.take(client, len(events) - 1)
+        if wait:
+            return _limited(metrics, wait)
+    if events:
+        started = time.perf_counter()
+        try:
+            await service.write(service.store.ingest, events, int(time.time() * 1000))
+        except Exception:
+            metrics.db_errors.labels("ingest").inc()
+            metrics.batches.labels("db_error").inc()
+            log.exception("telemetry batch could not be stored")
+            return JSONResponse(
+                {"error": "telemetry store unavailable; retry later"}, status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        metrics.commit_seconds.observe(time.perf_counter() - started)
+        metrics.events_accepted.inc(len(events))
+    metrics.batches.labels("stored").inc()
+    return JSONResponse(report)
+
+
+def _limited(metrics: Metrics, wait: float) -> JSONResponse:
+    metrics.batches.labels("rate_limited").inc()
+    seconds = max(1, int(wait + 0.999))
+    return JSONResponse(
+        {"error": f"rate limit exceeded; retry in {seconds} s"}, status_code=429,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def routes() -> list[Route]:
+    """Return the telemetry ingest route."""
+    return [Route("/v1/telemetry", ingest, methods=["POST"])]

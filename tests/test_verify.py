@@ -1,0 +1,124 @@
+"""Verify in real TF.js (headless Chromium): parity of the digits build with Keras, and a
+tampered build caught with its variant and layer named."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from browserml.browser import resolve_mount
+from browserml.errors import BrowserError, FormatError, ModelError, VerificationError
+from browserml.settings import get_settings
+from browserml.tfjs.layers_model import read_model_json
+from browserml.tfjs.weights import stored_bytes
+from browserml.variants import read_build
+from browserml.verify import VerifyReport, verify
+
+SAMPLES = 50
+
+
+@pytest.fixture(scope="module")
+def report(digits_build: Path, digits_run: Path) -> VerifyReport:
+    return verify(digits_build, digits_run, samples=SAMPLES)
+
+
+def test_digits_build_passes_in_chromium(report, digits_build):
+    build = read_build(digits_build)
+    assert report.ok and report.samples == SAMPLES
+    assert [v.name for v in report.variants] == [v.name for v in build.variants]
+    assert all(v.passed for v in report.variants)
+
+
+def test_float32_matches_keras_within_tolerance(report):
+    float32 = next(v for v in report.variants if v.name == "float32")
+    assert float32.engine == "tfjs" and float32.backend == "wasm"
+    assert float32.max_abs_diff is not None and float32.max_abs_diff <= 1e-4
+    assert float32.agreement == 1.0
+    assert float32.diverging_layer is None
+
+
+def test_agreement_is_reported_for_every_tfjs_variant(report):
+    tfjs = {v.name: v for v in report.variants if v.engine == "tfjs"}
+    assert sorted(tfjs) == ["float16", "float32", "uint8"]
+    for v in tfjs.values():
+        assert v.agreement is not None and 0.9 <= v.agreement <= 1.0, v
+        assert v.accuracy is not None and 0.0 <= v.accuracy <= 1.0
+        # accuracy and agreement are shares of the 50 images
+        assert round(v.agreement * SAMPLES) == pytest.approx(v.agreement * SAMPLES)
+    # the browser really ran the quantized files: their outputs moved away from Keras
+    assert tfjs["uint8"].max_abs_diff > tfjs["float32"].max_abs_diff
+
+
+def weight_offset(model_dir: Path, name: str) -> tuple[str, int, int]:
+    """Return (shard, offset, size) of weight ``name`` in a single-shard TF.js model folder."""
+    [group] = read_model_json(model_dir / "model.json")["weightsManifest"]
+    assert len(group["paths"]) == 1
+    offset = 0
+    for spec in group["weights"]:
+        size = stored_bytes(spec)
+        if spec["name"] == name:
+            return group["paths"][0], offset, size
+        offset += size
+    raise AssertionError(f"{name} not in the manifest")
+
+
+def test_tampered_float32_weights_fail_naming_variant_and_layer(tmp_path, digits_build, digits_run):
+    tampered = tmp_path / "digits"
+    shutil.copytree(digits_build, tampered)
+    shard, offset, size = weight_offset(tampered / "float32", "conv64/kernel")
+    path = tampered / "float32" / shard
+    data = bytearray(path.read_bytes())
+    kernel = np.frombuffer(bytes(data[offset:offset + size]), dtype="<f4")
+    data[offset:offset + size] = (kernel * 1.5).astype("<f4").tobytes()
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(VerificationError) as caught:
+        verify(tampered, digits_run, samples=SAMPLES)
+    message = str(caught.value)
+    assert message.startswith("variant float32:")
+    assert "first diverging layer: conv64)" in message
+
+
+def test_build_without_variants_json(tmp_path, digits_run):
+    with pytest.raises(FormatError, match="variants.json: not found; run 'browserml convert'"):
+        verify(tmp_path, digits_run, samples=SAMPLES)
+
+
+def test_default_run_dir_that_does_not_exist(tmp_path, digits_build):
+    build_dir = tmp_path / "build" / "digits"
+    shutil.copytree(digits_build, build_dir)
+    with pytest.raises(ModelError, match="run directory not found") as caught:
+        verify(build_dir, samples=SAMPLES)
+    assert str(tmp_path / "runs" / "digits") in str(caught.value)
+
+
+@pytest.fixture
+def fresh_settings():
+    """Let a test change BROWSERML_* variables; the cached settings are rebuilt around it."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_missing_chromium_is_a_clear_error(monkeypatch, fresh_settings, digits_build, digits_run,
+                                           tmp_path):
+    monkeypatch.setenv("BROWSERML_CHROMIUM", str(tmp_path / "no-chromium"))
+    with pytest.raises(BrowserError, match="no-chromium not found: install Debian's chromium"):
+        verify(digits_build, digits_run, samples=SAMPLES)
+
+
+def test_pages_reach_only_their_mounts(tmp_path):
+    build = tmp_path / "build"
+    (build / "float32").mkdir(parents=True)
+    (build / "float32" / "model.json").write_text("{}")
+    (tmp_path / "secret.txt").write_text("no")
+    mounts = {"/model/": build}
+
+    assert resolve_mount("/model/float32/model.json", mounts) == (build / "float32" / "model.json")
+    assert resolve_mount("/model/../secret.txt", mounts) is None
+    assert resolve_mount("/model/float32/../../secret.txt", mounts) is None
+    assert resolve_mount("/model/float32/", mounts) is None
+    assert resolve_mount("/other/secret.txt", mounts) is None
