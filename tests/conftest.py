@@ -345,11 +345,10 @@ def nsfwjs_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree before corrupting anything)."""
     import subprocess
 
-    from browserml.settings import PROJECT_ROOT
-
+    script = Path(__file__).resolve().parents[1] / "scripts" / "nsfwjs-model.cjs"
     out = tmp_path_factory.mktemp("nsfwjs") / "mobilenet_v2"
-    subprocess.run(["node", str(PROJECT_ROOT / "scripts" / "nsfwjs-model.cjs"), "mobilenet_v2",
-                    str(out)], check=True, capture_output=True, timeout=120)
+    subprocess.run(["node", str(script), "mobilenet_v2", str(out)], check=True, capture_output=True,
+                   timeout=120)
     return out
 
 

@@ -20,7 +20,7 @@ from browserml.tfjs.layers_model import (
     write_layers_model,
 )
 from browserml.train import read_run
-from browserml.variants import Build, InputSpec, Variant, check_files, read_build, sha256_file
+from browserml.variants import Build, Variant, check_files, read_build, sha256_file
 
 RUN_FILES = ("model.keras", "labels.json", "metrics.json", "run.json", "test.npz")
 

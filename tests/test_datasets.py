@@ -221,7 +221,7 @@ def test_exif_orientation_is_applied(tmp_path):
 
 def test_decode_reports_a_reason_for_each_bad_file(tmp_path):
     for name in corrupt_files(tmp_path):
-        with pytest.raises(ValueError, match=".") as caught:
+        with pytest.raises(ValueError) as caught:
             decode(tmp_path / name, SIZE, 3)
         assert str(caught.value).strip(), name
 

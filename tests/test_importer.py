@@ -90,6 +90,8 @@ def test_float16_and_uint8_are_derived_from_float32(nsfwjs_build, source_weights
         np.testing.assert_array_equal(float16[name], value.astype(np.float16).astype(np.float32))
         scale = specs[name]["quantization"]["scale"]
         assert np.abs(uint8[name] - value).max() <= scale / 2 * (1 + 1e-6) + 1e-7, name
+        # its authors' weights are already uint8: quantizing them again loses nothing
+        assert np.abs(uint8[name] - value).max() <= 2 * float(np.spacing(np.abs(value).max())), name
 
 
 def test_sizes_follow_the_storage_dtype(nsfwjs_build, source_weights):
@@ -110,7 +112,7 @@ def test_imported_model_runs_in_tfjs(nsfwjs_build, tfjs_predict):
     for out in outputs.values():
         assert out.shape == (1, len(read_build(nsfwjs_build).labels))
         np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-4)  # softmax
-    assert np.abs(outputs["float32"] - outputs["uint8"]).max() < 0.2
+    assert np.abs(outputs["float32"] - outputs["uint8"]).max() < 1e-4
 
 
 # ---------------------------------------------------------------- broken input

@@ -109,14 +109,13 @@ def test_corrupt_uint8_shard_falls_back_to_float16(digits_build, sdk_server_fact
 
     with launch_browser() as context:
         page = open_blank(context, server.url)
-        sample = [b64(png) for _, png in digit_pngs[::10]]
-        out = page.evaluate(CLASSIFY_ALL, [sample, {}])
+        out = page.evaluate(CLASSIFY_ALL, [[b64(png) for _, png in digit_pngs], {}])
         cached = page.evaluate(
             "async (sha) => Boolean(await (await caches.open('browserml-v1')).match(`https://browserml.invalid/sha256/${sha}`))",
             shard.sha256,
         )
     assert {a["variant"] for a in out["answers"]} == {"float16"}
-    assert count_correct(digit_pngs[::10], out["answers"]) >= 9
+    assert count_correct(digit_pngs, out["answers"]) >= 95
     fallbacks = [e for e in out["events"] if e["type"] == "fallback"]
     assert len(fallbacks) == 1
     assert fallbacks[0]["fromVariant"] == "uint8" and fallbacks[0]["code"] == "integrity"
@@ -170,16 +169,24 @@ def test_reload_makes_no_weight_request(sdk_server):
 
 
 def test_webgl_disabled_still_picks_a_working_backend(sdk_server, digit_pngs):
-    """With WebGL switched off by flag the SDK never offers it and classifies on what remains."""
-    with launch_browser(["--disable-webgl", "--disable-webgl2"]) as context:
+    """With WebGL switched off the SDK never offers it and classifies on what remains.
+
+    Measured here: ``--disable-webgl`` (and ``--disable-3d-apis``) only switch off WebGL on
+    ``<canvas>``; Chromium 156 still hands out WebGL on OffscreenCanvas, which is what TF.js
+    uses. ``--disable-gpu --disable-software-rasterizer`` removes WebGL everywhere, so that is the
+    flag set that makes this test mean something (checked in-page below)."""
+    has_webgl = """() => ['webgl', 'webgl2'].some((k) =>
+        Boolean(document.createElement('canvas').getContext(k) || new OffscreenCanvas(1, 1).getContext(k)))"""
+    sample = digit_pngs[::20]
+    with launch_browser(["--disable-gpu", "--disable-software-rasterizer"]) as context:
         page = open_blank(context, sdk_server.url)
-        has_webgl = page.evaluate("Boolean(document.createElement('canvas').getContext('webgl'))")
-        sample = digit_pngs[::20]
+        webgl_left = page.evaluate(has_webgl)
         out = page.evaluate(CLASSIFY_ALL, [[b64(png) for _, png in sample], {}])
-    assert not has_webgl, "the flag must really disable WebGL, or this test proves nothing"
+    assert not webgl_left, "the flags must really disable WebGL, or this test proves nothing"
     probed = {r["candidate"]["backend"] for r in out["stats"]["selection"]["results"]}
-    assert "webgl" not in probed and probed
-    assert out["answers"][0]["backend"] in {"wasm", "cpu", "webgpu"}
+    assert probed and "webgl" not in probed
+    assert out["answers"][0]["backend"] in {"wasm", "cpu"}
+    assert not [e for e in out["events"] if e["type"] == "error"]
     assert [a["labels"][0]["label"] for a in out["answers"]] == [str(d) for d, _ in sample]
 
 
@@ -225,7 +232,8 @@ def test_demo_page_shows_answers_errors_and_works_offline(
     bad file its own error; the screenshot shows the badge and the digit thumbnails; then, with
     the server stopped, a reload still classifies (service worker + the SDK's cache)."""
     server = sdk_server_factory(digits_build)
-    digits = [digit_pngs[3], digit_pngs[47], digit_pngs[92]]
+    # Clear-cut samples (a 0, a 1 and a 2) so the check is about the page, not the model's 5% misses.
+    digits = [digit_pngs[0], digit_pngs[11], digit_pngs[22]]
     files = [
         {"name": f"digit-{d}.png", "mimeType": "image/png", "buffer": png} for d, png in digits
     ] + [

@@ -70,15 +70,36 @@ def test_uint8_round_trip_is_within_half_a_step(index):
 
 
 @pytest.mark.parametrize("value", ARRAYS[::7], ids=lambda v: f"{v.min():.3g}..{v.max():.3g}")
-def test_uint8_uses_the_whole_range(value):
-    # A coarse step would pass the half-step bound trivially: the step must be the tightest that
-    # covers [min(lo, 0), max(hi, 0)] in 255 steps (zero included so it stays exact).
-    _, _, scale = quantize_uint8(value)
-    lo, hi = float(value.min()), float(value.max())
-    if lo == hi:
-        assert scale == 1.0
+def test_uint8_spans_exactly_the_tensors_range(value):
+    # As the TF.js converter: 255 steps over [min, max], never a coarser step (which would pass
+    # the half-step bound trivially), never widened to reach zero; nudged by at most half a step
+    # only when the range covers zero, so that zero lands on the grid.
+    _, lo, scale = quantize_uint8(value)
+    vmin, vmax = float(value.min()), float(value.max())
+    if vmin == vmax:
+        assert (lo, scale) == (vmin, 1.0)
+        return
+    assert scale == pytest.approx((vmax - vmin) / 255, rel=1e-12)
+    if vmin <= 0 <= vmax:
+        assert abs(lo - vmin) <= scale / 2 * (1 + 1e-9)
+        assert (-lo / scale) == pytest.approx(round(-lo / scale), abs=1e-6)  # zero on the grid
     else:
-        assert scale == pytest.approx((max(hi, 0.0) - min(lo, 0.0)) / 255, rel=1e-12)
+        assert lo == vmin
+
+
+def test_uint8_of_already_quantized_values_is_lossless():
+    # Weights that went through TF.js uint8 once (every model made by the official converter)
+    # must come back unchanged when quantized again.
+    rng = np.random.default_rng(5)
+    for lo, hi in [(-0.87, 0.83), (4.05, 5.15), (-5.5, -0.2), (1e-14, 45.1), (0.0, 0.03)]:
+        scale = (hi - lo) / 255
+        if lo <= 0 <= hi:
+            lo = -round(-lo / scale) * scale
+        q = rng.integers(0, 256, 500).astype(np.uint8)
+        q[:2] = (0, 255)
+        once = dequantize_uint8(q, lo, scale)
+        twice = dequantize_uint8(*quantize_uint8(once))
+        assert np.abs(twice - once).max() <= float(np.spacing(np.abs(once).max())) * 2, (lo, hi)
 
 
 def test_zero_is_exactly_representable():

@@ -83,7 +83,7 @@ def test_tampered_float32_weights_fail_naming_variant_and_layer(tmp_path, digits
 
 
 def test_build_without_variants_json(tmp_path, digits_run):
-    with pytest.raises(FormatError, match="variants.json: not found; run 'browserml convert'"):
+    with pytest.raises(FormatError, match=r"variants\.json: not found; run 'browserml convert'"):
         verify(tmp_path, digits_run, samples=SAMPLES)
 
 

@@ -95,6 +95,11 @@ export class Runtime {
     const t0 = now();
     const o = this.options;
     this.telemetry.emit('init', { model: o.model, channel: o.channel, crossOriginIsolated: Boolean(globalThis.crossOriginIsolated) });
+    // TF.js's bundle is parsed while the manifest is in flight: both are on the critical path of
+    // a repeat visit, neither depends on the other.
+    const te = now();
+    const engineReady = this.engine.init().then(() => now() - te);
+    engineReady.catch(() => {});
     try {
       const { manifest, source, ms: manifestMs } = await fetchManifest({
         server: this.server, model: o.model, channel: o.channel, clientId: o.clientId, fetch: this.fetch, cache: this.cache,
@@ -104,9 +109,7 @@ export class Runtime {
       this.choiceKey = choiceKey(deviceKey(), manifest.name, manifest.version);
       const remembered = o.remember && this.store ? this.store.get(this.choiceKey) : null;
 
-      const te = now();
-      await this.engine.init();
-      const engineMs = now() - te;
+      const engineMs = await engineReady;
       this.available = probeOrder(await this.engine.availableBackends(), o.backends);
       if (!this.available.length) throw new LoadError(`none of the backends ${o.backends} is available here`, 'backend-init');
       const usable = remembered && remembered.engine === this.engine.name && this.available.includes(remembered.backend) ? remembered : null;

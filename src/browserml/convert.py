@@ -8,7 +8,6 @@ therefore reports what each runtime will really compute, not what we hoped quant
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from .tfjs.layers_model import assign_weights, read_layers_weights, write_layers
 from .tflite import TFLITE_VARIANTS, choose_int8, export_tflite
 from .tflite import predict as tflite_predict
 from .train import Run, read_run
-from .variants import Build, InputSpec, Variant, describe_file, write_build
+from .variants import Build, InputSpec, Variant, describe_file, prepare_build_dir, write_build
 
 TFJS_VARIANTS = ("float32", "float16", "uint8")
 ALL_VARIANTS = TFJS_VARIANTS + TFLITE_VARIANTS
@@ -112,9 +111,7 @@ def convert(run_dir: Path, out: Path, *, name: str | None = None,
     ordered = ["float32", *(v for v in TFJS_VARIANTS if v in variants and v != "float32")]
     tflite_names = [v for v in TFLITE_VARIANTS if v in variants]
     model = run.load_model()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    prepare_build_dir(out)
     written: list[Variant] = []
     with progress_bar() as bar:
         task = bar.add_task("convert", total=len(ordered) + bool(tflite_names), status="")

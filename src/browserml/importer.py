@@ -9,7 +9,6 @@ labelled data for a third-party model.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from .errors import FormatError
 from .settings import get_settings
 from .tfjs.validate import TfjsModel, load_tfjs_model
 from .tfjs.weights import Encoded, encode, read_weights, write_shards
-from .variants import Build, InputSpec, Variant, describe_file, write_build
+from .variants import Build, InputSpec, Variant, describe_file, prepare_build_dir, write_build
 
 VARIANTS = ("float32", "float16", "uint8")
 
@@ -84,9 +83,7 @@ def import_model(model_json: Path, out: Path, *, name: str | None = None,
     weights = read_weights(model.folder, model.document["weightsManifest"])
     spec = input_spec(model, value_range)
     labels = labels or default_labels(model, weights)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    prepare_build_dir(out)
     shard_bytes = get_settings().shard_bytes
     variants = [write_variant(model, weights, out, dtype, shard_bytes) for dtype in VARIANTS]
     build = Build(name=name or out.name, source=f"import:{Path(model_json).resolve()}",
@@ -96,6 +93,29 @@ def import_model(model_json: Path, out: Path, *, name: str | None = None,
 
 
 def default_labels(model: TfjsModel, weights: dict[str, np.ndarray]) -> list[str]:
-    """Return ``class_0..class_{n-1}`` from the last weight's width (the classifier's bias)."""
-    last = weights[model.weight_specs[-1]["name"]]
-    return [f"class_{i}" for i in range(int(last.shape[-1]))]
+    """Return ``class_0..class_{n-1}``: n is the output layer's ``units`` in a layers topology,
+    else the last weight's width (manifests are often sorted by name, so the last weight is not
+    necessarily the classifier's bias)."""
+    units = output_units(model.document["modelTopology"])
+    if units is None:
+        units = int(weights[model.weight_specs[-1]["name"]].shape[-1])
+    return [f"class_{i}" for i in range(units)]
+
+
+def output_units(topology: dict) -> int | None:
+    """Return the ``units`` of a layers topology's (first) output layer, or None."""
+    topology = topology.get("model_config", topology)
+    config = topology.get("config")
+    if not isinstance(config, dict) or not config.get("layers"):
+        return None
+    layers = config["layers"]
+    outputs = config.get("output_layers")
+    if outputs:  # Keras 2 writes [[name, node, tensor], ...]; a lone [name, node, tensor] too
+        name = outputs[0] if isinstance(outputs[0], str) else outputs[0][0]
+    else:
+        name = layers[-1].get("config", {}).get("name")
+    for layer in layers:
+        if name in (layer.get("name"), layer.get("config", {}).get("name")):
+            units = layer.get("config", {}).get("units")
+            return units if isinstance(units, int) and units > 0 else None
+    return None

@@ -17,12 +17,14 @@ Layout::
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import FormatError, IntegrityError
+from .errors import FormatError, IntegrityError, ModelError
 
 VARIANTS_FILE = "variants.json"
 SCHEMA = "browserml-build/1"
@@ -119,6 +121,26 @@ def write_build(build_dir: Path, build: Build) -> Path:
     tmp.write_text(build.model_dump_json(by_alias=True, indent=2) + "\n")
     tmp.replace(target)
     return target
+
+
+# What a build dir may hold before it has a variants.json (a convert that stopped half-way).
+BUILD_ENTRY = re.compile(r"(float32|float16|uint8|tflite-[a-z0-9]+|variants\.json\.tmp)")
+
+
+def prepare_build_dir(out: Path) -> None:
+    """Make ``out`` an empty folder for a new build. A previous build (or a half-written one) is
+    replaced; any other existing folder is refused, so a mistyped ``--out`` (``.``, ``~``, the
+    source model's folder) never deletes a user's files."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise ModelError(f"{out}: exists and is not a folder; choose another --out")
+        entries = [entry.name for entry in out.iterdir()]
+        if not (out / VARIANTS_FILE).is_file() and not all(BUILD_ENTRY.fullmatch(e) for e in entries):
+            raise ModelError(f"{out}: exists and is not a build directory (no {VARIANTS_FILE}); "
+                             "choose another --out or remove it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
 
 
 def read_build(build_dir: Path) -> Build:

@@ -5,6 +5,8 @@
  * besides is the page itself, the SDK modules and the TF.js runtime. Those are precached at install
  * and refreshed network-first for the page and SDK (so a deploy shows up on the next visit) and
  * cache-first for /vendor/ (exact npm versions; they change only with package-lock.json).
+ * Lookups ignore Vary: the server varies on Origin (CORS), which module-script requests send and
+ * the install-time precache requests do not, so an exact match would miss every module offline.
  * Model API calls (/v1/) are left alone: the SDK's own cache handles them and must see real
  * network failures to fall back.
  */
@@ -46,7 +48,7 @@ self.addEventListener('fetch', (event) => {
 
 async function cacheFirst(request) {
   const cache = await caches.open(CACHE);
-  const hit = await cache.match(request, { ignoreSearch: true });
+  const hit = await cache.match(request, { ignoreSearch: true, ignoreVary: true });
   if (hit) return hit;
   const response = await fetch(request);
   if (response.ok) cache.put(request, response.clone());
@@ -60,7 +62,7 @@ async function networkFirst(request) {
     if (response.ok) cache.put(request, response.clone());
     return response;
   } catch (err) {
-    const hit = await cache.match(request, { ignoreSearch: true });
+    const hit = await cache.match(request, { ignoreSearch: true, ignoreVary: true });
     if (hit) return hit;
     throw err;
   }

@@ -91,27 +91,33 @@ def percentile(counts: Sequence[float], q: float) -> float | None:
 
 
 def fold(events: Iterable[Event], received_ms: int) -> tuple[list[tuple[Any, ...]], dict[tuple, list]]:
-    """Given validated events and the server time they arrived, return (raw rows for the events
-    table, {minute key: values}) — the per-minute rollup deltas of this batch.
+    """Given validated events (dicts) and the server time they arrived, return (raw rows for the
+    events table, {minute key: values}) — the per-minute rollup deltas of this batch.
 
-    An event happened ``age_ms`` before ``received_ms``; that instant decides its minute."""
+    An event happened ``age_ms`` before ``received_ms``; that instant decides its minute. This is
+    the per-event hot path of ingest, hence the flat code."""
     rows: list[tuple[Any, ...]] = []
     minutes: dict[tuple, list] = {}
     append = rows.append
+    width = len(VALUE_COLUMNS)
     for e in events:
-        at = received_ms - int(e.age_ms)
-        kind = e.type
-        append((at, kind, e.model, e.version, e.variant, e.engine, e.backend, e.device, e.ms, e.warmup_ms,
-                e.batch, e.num_tensors, e.num_bytes, e.num_bytes_gpu, e.phase, e.code, e.reason))
-        key = (e.model, MINUTE, at - at % MINUTE, e.version, e.variant, e.engine, e.backend, e.device)
+        get = e.get
+        at = received_ms - int(get("age_ms", 0))
+        kind = e["type"]
+        model, version, variant = e["model"], get("version", 0), get("variant", "")
+        engine, backend, device = get("engine", ""), get("backend", ""), get("device", "")
+        ms, warmup, num_bytes = get("ms"), get("warmup_ms"), get("num_bytes")
+        tensors, gpu, batch = get("num_tensors"), get("num_bytes_gpu"), get("batch", 1)
+        append((at, kind, model, version, variant, engine, backend, device, ms, warmup, batch, tensors,
+                num_bytes, gpu, get("phase", ""), get("code", ""), get("reason", "")))
+        key = (model, MINUTE, at - at % MINUTE, version, variant, engine, backend, device)
         v = minutes.get(key)
         if v is None:
-            v = minutes[key] = [0] * len(VALUE_COLUMNS)
+            v = minutes[key] = [0] * width
         v[0] += 1
         v[_TYPE_SLOT[kind]] += 1
-        ms = e.ms
         if kind == "predict":
-            v[7] += e.batch
+            v[7] += batch
             if ms is not None:
                 v[8] += ms
                 v[_FIRST_HIST + (0 if ms < HIST_MIN_MS else
@@ -122,20 +128,20 @@ def fold(events: Iterable[Event], received_ms: int) -> tuple[list[tuple[Any, ...
                 v[10] += ms
                 if ms > v[15]:
                     v[15] = ms
-            if e.warmup_ms is not None:
+            if warmup is not None:
                 v[11] += 1
-                v[12] += e.warmup_ms
-                if e.warmup_ms > v[16]:
-                    v[16] = e.warmup_ms
-        if e.num_bytes is not None:
+                v[12] += warmup
+                if warmup > v[16]:
+                    v[16] = warmup
+        if num_bytes is not None:
             v[13] += 1
-            v[14] += e.num_bytes
-            if e.num_bytes > v[17]:
-                v[17] = e.num_bytes
-        if e.num_tensors is not None and e.num_tensors > v[18]:
-            v[18] = e.num_tensors
-        if e.num_bytes_gpu is not None and e.num_bytes_gpu > v[19]:
-            v[19] = e.num_bytes_gpu
+            v[14] += num_bytes
+            if num_bytes > v[17]:
+                v[17] = num_bytes
+        if tensors is not None and tensors > v[18]:
+            v[18] = tensors
+        if gpu is not None and gpu > v[19]:
+            v[19] = gpu
     return rows, minutes
 
 

@@ -37,12 +37,11 @@ SUPPORTED_LAYERS = {
 NEUTRAL_KEYS = {
     "optional": False, "ragged": False, "groups": 1, "lora_rank": None, "lora_alpha": None,
     "synchronized": False, "keepdims": False, "quantization_config": None,
-    "input_axes": None, "output_axes": None,
+    "input_axes": None, "output_axes": None, "negative_slope": 0.0, "threshold": 0.0,
 }
 # Keras 3 keys dropped whatever their value (they only matter for training-time behaviour that
 # TF.js inference never uses).
-DROPPED_KEYS = {"module", "registered_name", "build_config", "compile_config", "negative_slope",
-                "threshold"}
+DROPPED_KEYS = {"module", "registered_name", "build_config", "compile_config"}
 
 
 def translate_object(value: Any) -> Any:
@@ -83,7 +82,15 @@ def translate_layer(layer: dict) -> dict:
             f"layer {layer.get('name') or layer['config'].get('name')!r} is a {class_name}, "
             "which TF.js layers cannot load"
         )
-    config = translate_object(layer["config"])
+    raw = dict(layer["config"])
+    if class_name == "LeakyReLU" and "negative_slope" in raw:
+        raw["alpha"] = raw.pop("negative_slope")  # Keras 2 / tfjs-layers call it alpha
+    config = translate_object(raw)
+    if class_name == "ReLU" and (config.get("negative_slope") or config.get("threshold")):
+        raise FormatError(
+            f"layer {layer.get('name') or config.get('name')!r} is a ReLU with negative_slope or "
+            "threshold, which TF.js layers cannot load (its ReLU has only max_value)"
+        )
     if class_name == "InputLayer" and "batch_shape" in config:
         config["batch_input_shape"] = config.pop("batch_shape")
     out = {"class_name": class_name, "config": config}

@@ -33,13 +33,17 @@ class Encoded:
 
 
 def affine_range(lo: float, hi: float, levels: int = 255) -> tuple[float, float]:
-    """Given a tensor's min and max, return ``(min, scale)`` for uint8 with zero exactly
-    representable (the range is nudged by at most half a step, as the TF.js converter does), so
-    zero weights and ReLU zeros survive quantization exactly."""
+    """Given a tensor's min and max, return ``(min, scale)`` for uint8 over exactly that range.
+
+    As the TF.js converter does (``_get_affine_quantization_range``): when the range covers zero
+    it is nudged by at most half a step so zero is exactly representable (zero weights and padding
+    survive); a range that does not cover zero is not widened to reach it, which would waste
+    resolution (BatchNormalization variances, for instance, are all positive)."""
     if hi == lo:
         return lo, 1.0
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
     scale = (hi - lo) / levels
+    if not lo <= 0.0 <= hi:
+        return lo, scale
     zero_point = round(-lo / scale)
     return -zero_point * scale, scale
 

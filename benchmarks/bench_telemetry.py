@@ -1,0 +1,477 @@
+"""Telemetry benchmark (issue 9): durable ingest, latency under load, and /v1/stats at 5M events.
+
+Everything on loopback, bounded in time, each party in its own process:
+
+1. **Sustained durable ingest** on SQLite and on PostgreSQL: ``browserml serve`` in a subprocess
+   (uvicorn, 1 worker), a load generator in another process (raw asyncio HTTP/1.1 keep-alive
+   connections replaying pre-encoded 500-event batches, so the generator costs little CPU), counting
+   only events answered 200 — i.e. committed. Beside it, the **naive baseline**: the same HTTP
+   stack and the same pydantic validation, but one INSERT + COMMIT per event (a server defined in
+   this file, started the same way). Ratio = ours / naive.
+2. **p99 request latency at 50,000 events/s** (100 batches/s of 500, open loop: latency counted
+   from each batch's scheduled send time, so a stall cannot hide queued requests).
+3. **/v1/stats at 5,000,000 events over 30 days** for one model, on both databases: the events are
+   bulk-loaded straight into the store (raw rows and rollups, as ingest would write them), then the
+   real server is queried over HTTP; median and max of 20 queries (group_by none / engine / backend /
+   device / version, each ``since=30d``).
+
+The server's per-client rate limit is set to 0 (off) for the ingest runs: the load generator is one
+client on 127.0.0.1 doing what a whole fleet of browsers would do.
+
+Usage: ``.venv/bin/python benchmarks/bench_telemetry.py [--seconds 10] [--events 5000000]``
+(PostgreSQL from ``BROWSERML_TEST_DATABASE_URL`` or the tests' default URL; a fresh schema is made
+and dropped.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+DEFAULT_PG = "postgresql://browserml:browserml@127.0.0.1:5432/browserml_test"
+BATCH = 500
+
+
+# ------------------------------------------------------------------------------ payloads
+
+
+def make_batch(seed: int, n: int = BATCH) -> bytes:
+    """A realistic 500-event batch: what one browser session's sink sends — one model version,
+    variant, engine, backend and device class — mostly predicts, some loads and memory checks,
+    spread over the last 10 s. Different seeds are different sessions."""
+    rng = random.Random(seed)
+    base = {"model": "digits", "version": rng.choice([3, 4]), "variant": rng.choice(["uint8", "float16"]),
+            "engine": "tfjs", "backend": rng.choice(["wasm", "webgl", "cpu"]),
+            "device": rng.choice(["desktop-2c-8g-coi", "desktop-8c-8g-coi", "mobile-4c-4g"])}
+    events = []
+    for _ in range(n):
+        age = round(rng.uniform(0, 10_000), 1)
+        roll = rng.random()
+        if roll < 0.9:
+            events.append({"type": "predict", **base, "age_ms": age, "ms": round(rng.lognormvariate(3, 0.5), 2)})
+        elif roll < 0.95:
+            events.append({"type": "load", **base, "age_ms": age, "ms": round(rng.uniform(500, 2000), 1),
+                           "warmup_ms": round(rng.uniform(50, 800), 1)})
+        else:
+            events.append({"type": "memory", **base, "age_ms": age, "num_tensors": rng.randint(10, 40),
+                           "num_bytes": rng.randint(1, 50) * 1_000_000})
+    return json.dumps(events, separators=(",", ":")).encode()
+
+
+def request_bytes(port: int, body: bytes) -> bytes:
+    head = (f"POST /v1/telemetry HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+# ------------------------------------------------------------------------------ load generator
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+async def _closed_loop(port: int, payloads: list[bytes], connections: int, seconds: float) -> dict:
+    ok = failed = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(i: int) -> None:
+        nonlocal ok, failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        k = i
+        while time.perf_counter() < stop:
+            writer.write(payloads[k % len(payloads)])
+            k += connections
+            if await _read_response(reader) == 200:
+                ok += 1
+            else:
+                failed += 1
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(connections)))
+    elapsed = time.perf_counter() - start
+    return {"batches_ok": ok, "batches_failed": failed, "seconds": elapsed,
+            "events_per_s": ok * BATCH / elapsed}
+
+
+async def _open_loop(port: int, payloads: list[bytes], rate: float, seconds: float, connections: int) -> dict:
+    """Send ``rate`` batches/s on a fixed schedule over a pool of connections; latency from the
+    scheduled time."""
+    queue: asyncio.Queue = asyncio.Queue()
+    latencies: list[float] = []
+    failed = 0
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.2
+
+    async def worker() -> None:
+        nonlocal failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while True:
+            item = await queue.get()
+            if item is None:
+                break
+            scheduled, payload = item
+            writer.write(payload)
+            status = await _read_response(reader)
+            latencies.append(time.perf_counter() - scheduled)
+            if status != 200:
+                failed += 1
+        writer.close()
+
+    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((scheduled, payloads[i % len(payloads)]))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    latencies.sort()
+
+    def q(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+
+    return {"requests": len(latencies), "failed": failed, "p50_ms": q(0.5), "p99_ms": q(0.99),
+            "max_ms": latencies[-1] * 1000, "events_per_s": len(latencies) * BATCH / seconds}
+
+
+def loadgen_main(args: argparse.Namespace) -> None:
+    """Entry point of the load-generator process: prints one JSON line of results."""
+    import uvloop
+
+    payloads = [request_bytes(args.port, make_batch(seed)) for seed in range(64)]
+    if args.rate:
+        coro = _open_loop(args.port, payloads, args.rate, args.seconds, args.connections)
+    else:
+        coro = _closed_loop(args.port, payloads, args.connections, args.seconds)
+    print(json.dumps(uvloop.run(coro)), flush=True)
+
+
+def run_loadgen(port: int, seconds: float, connections: int, rate: float = 0) -> dict:
+    out = subprocess.run(
+        [PYTHON, __file__, "loadgen", "--port", str(port), "--seconds", str(seconds),
+         "--connections", str(connections), "--rate", str(rate)],
+        check=True, capture_output=True, text=True, timeout=seconds + 120,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------ naive baseline server
+
+
+def naive_server_main(args: argparse.Namespace) -> None:
+    """The baseline: same Starlette + uvicorn + pydantic validation, one transaction per event."""
+    import sqlite3
+    import threading
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from browserml.telemetry.schema import validate_batch
+    from browserml.telemetry.store import EVENT_COLUMNS
+
+    cols = ", ".join(EVENT_COLUMNS)
+    url = os.environ.get("BROWSERML_DATABASE_URL")
+    if url:
+        from psycopg_pool import ConnectionPool
+
+        pool = ConnectionPool(url, min_size=4, max_size=4)
+        with pool.connection() as conn:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS naive_events (id BIGSERIAL PRIMARY KEY, {_cols_sql()})")
+        sql = f"INSERT INTO naive_events ({cols}) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))})"
+
+        def store(rows: list[tuple]) -> None:
+            with pool.connection() as conn:
+                conn.autocommit = True
+                for row in rows:
+                    conn.execute(sql, row)  # autocommit: one commit per event
+    else:
+        path = Path(args.data_dir) / "naive.sqlite3"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS naive_events (id INTEGER PRIMARY KEY, {_cols_sql()})")
+        lock = threading.Lock()
+        sql = f"INSERT INTO naive_events ({cols}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+
+        def store(rows: list[tuple]) -> None:
+            with lock:
+                for row in rows:
+                    conn.execute(sql, row)  # autocommit: one commit per event
+
+    async def ingest(request: Request) -> JSONResponse:
+        batch = validate_batch(await request.body(), 500)
+        now = int(time.time() * 1000)
+        rows = [(now - int(e.age_ms), e.type, e.model, e.version, e.variant, e.engine, e.backend, e.device,
+                 e.ms, e.warmup_ms, e.batch, e.num_tensors, e.num_bytes, e.num_bytes_gpu, e.phase, e.code,
+                 e.reason) for e in batch.events]
+        await run_in_threadpool(store, rows)
+        return JSONResponse({"accepted": len(rows), "dropped": batch.dropped})
+
+    app = Starlette(routes=[Route("/v1/telemetry", ingest, methods=["POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning")
+
+
+def _cols_sql() -> str:
+    return ("at BIGINT, type TEXT, model TEXT, version INTEGER, variant TEXT, engine TEXT, backend TEXT, "
+            "device TEXT, ms DOUBLE PRECISION, warmup_ms DOUBLE PRECISION, batch INTEGER, num_tensors BIGINT, "
+            "num_bytes BIGINT, num_bytes_gpu BIGINT, phase TEXT, code TEXT, reason TEXT")
+
+
+# ------------------------------------------------------------------------------ servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+@contextmanager
+def server(data_dir: Path, database_url: str | None, naive: bool = False):
+    port = free_port()
+    env = {**os.environ, "BROWSERML_TELEMETRY_RATE": "0", "BROWSERML_DATA_DIR": str(data_dir)}
+    env.pop("BROWSERML_DATABASE_URL", None)
+    if database_url:
+        env["BROWSERML_DATABASE_URL"] = database_url
+    if naive:
+        cmd = [PYTHON, __file__, "naive-server", "--port", str(port), "--data-dir", str(data_dir)]
+    else:
+        cmd = [PYTHON, "-m", "browserml.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_listening(port, proc)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def pg_schema():
+    import psycopg
+
+    base = os.environ.get("BROWSERML_TEST_DATABASE_URL", DEFAULT_PG)
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# ------------------------------------------------------------------------------ stats at 5M events
+
+
+class FakeEvent(NamedTuple):
+    """Duck-typed stand-in for schema.Event for bulk loading (fold reads attributes only)."""
+
+    type: str
+    model: str
+    version: int
+    variant: str
+    engine: str
+    backend: str
+    device: str
+    age_ms: float
+    ms: float | None
+    warmup_ms: float | None
+    batch: int
+    num_tensors: int | None
+    num_bytes: int | None
+    num_bytes_gpu: int | None
+    phase: str
+    code: str
+    reason: str
+
+
+def bulk_load(settings: Any, total: int, days: int = 30) -> float:
+    """Write ``total`` events spread over the last ``days`` straight into the store (raw rows +
+    rollups via the same fold as ingest); return seconds taken."""
+    from browserml.telemetry.stats import coarser, fold
+    from browserml.telemetry.store import open_store
+
+    store = open_store(settings)
+    rng = random.Random(7)
+    now = int(time.time() * 1000)
+    span = days * 86_400_000
+    chunk = 50_000
+    backends, devices = ("wasm", "webgl", "cpu", "webgpu"), ("desktop-2c-8g-coi", "desktop-8c-8g-coi",
+                                                             "mobile-4c-4g", "mobile-8c-4g")
+    start = time.perf_counter()
+    for first in range(0, total, chunk):
+        n = min(chunk, total - first)
+        # Events of this chunk lie in its own slice of the month, so the month fills in time order.
+        t0 = now - span + span * first // total
+        t1 = now - span + span * (first + n) // total
+        groups: dict[int, list[FakeEvent]] = {}
+        for _ in range(n):
+            at = rng.randint(t0, max(t0, t1 - 1))
+            roll = rng.random()
+            kind = "predict" if roll < 0.9 else "load" if roll < 0.93 else "error" if roll < 0.95 else (
+                "fallback" if roll < 0.96 else "init" if roll < 0.98 else "memory")
+            e = FakeEvent(kind, "digits", rng.choice((3, 4)), rng.choice(("uint8", "float16", "float32")),
+                          "tfjs", rng.choice(backends), rng.choice(devices), 0.0,
+                          rng.lognormvariate(3, 0.6) if kind in ("predict", "load") else None,
+                          rng.uniform(50, 800) if kind == "load" else None, 1,
+                          rng.randint(10, 40) if kind == "memory" else None,
+                          rng.randint(1, 50) * 1_000_000 if kind == "memory" else None, None, "", "", "")
+            groups.setdefault(at, []).append(e)
+        rows: list = []
+        minutes: dict = {}
+        for at, events in groups.items():
+            r, m = fold(events, at)
+            rows += r
+            for key, values in m.items():
+                have = minutes.get(key)
+                if have is None:
+                    minutes[key] = values
+                else:
+                    from browserml.telemetry.stats import merge_into
+
+                    merge_into(have, values)
+        rows.sort(key=lambda row: row[0])
+        store._write(rows, coarser(minutes))
+    store.close()
+    return time.perf_counter() - start
+
+
+def bench_stats(data_dir: Path, database_url: str | None, total: int) -> dict:
+    import httpx
+
+    from browserml.settings import Settings
+
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    load_s = bulk_load(settings, total)
+    with server(data_dir, database_url) as port:
+        token = (data_dir / "admin-token").read_text().strip()
+        times: list[float] = []
+        counts = set()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                          headers={"authorization": f"Bearer {token}"}, timeout=30) as client:
+            client.get("/v1/stats", params={"model": "digits", "since": "30d"})  # connection warm-up
+            for i in range(20):
+                group = (None, "engine", "backend", "device", "version")[i % 5]
+                params = {"model": "digits", "since": "31d", **({"group_by": group} if group else {})}
+                t = time.perf_counter()
+                response = client.get("/v1/stats", params=params)
+                times.append((time.perf_counter() - t) * 1000)
+                response.raise_for_status()
+                counts.add(response.json()["total"]["count"])
+    times.sort()
+    return {"events": total, "bulk_load_s": round(load_s, 1), "counted": sorted(counts),
+            "median_ms": round(times[len(times) // 2], 1), "max_ms": round(times[-1], 1)}
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def bench_db(label: str, database_url: str | None, seconds: float, connections: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"bench-telemetry-{label}-") as tmp:
+        with server(Path(tmp) / "ours", database_url) as port:
+            run_loadgen(port, 2, connections)  # warm-up: connections, prepared statements, caches
+            ours = run_loadgen(port, seconds, connections)
+            latency = run_loadgen(port, seconds, 8, rate=100)
+        with server(Path(tmp) / "naive", database_url, naive=True) as port:
+            naive = run_loadgen(port, min(seconds, 5), connections)
+    return {"ours": ours, "naive": naive, "ratio": ours["events_per_s"] / max(naive["events_per_s"], 1),
+            "latency_at_50k": latency}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    lg = sub.add_parser("loadgen")
+    lg.add_argument("--port", type=int, required=True)
+    lg.add_argument("--seconds", type=float, default=10)
+    lg.add_argument("--connections", type=int, default=4)
+    lg.add_argument("--rate", type=float, default=0)
+    ns = sub.add_parser("naive-server")
+    ns.add_argument("--port", type=int, required=True)
+    ns.add_argument("--data-dir", required=True)
+    parser.add_argument("--seconds", type=float, default=10, help="Length of each ingest run.")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--events", type=int, default=5_000_000, help="Events for the stats run.")
+    parser.add_argument("--only", choices=["ingest", "stats"], default=None)
+    args = parser.parse_args()
+    if args.command == "loadgen":
+        loadgen_main(args)
+        return
+    if args.command == "naive-server":
+        naive_server_main(args)
+        return
+
+    results: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
+    with pg_schema() as pg_ingest:
+        for label, url in (("sqlite", None), ("postgresql", pg_ingest)):
+            if args.only in (None, "ingest"):
+                r = bench_db(label, url, args.seconds, args.connections)
+                results[f"{label}_ingest"] = r
+                print(f"{label:10s} ingest: ours {r['ours']['events_per_s']:,.0f} events/s, naive "
+                      f"{r['naive']['events_per_s']:,.0f} events/s, ratio {r['ratio']:.1f}x; at 50k events/s "
+                      f"p50 {r['latency_at_50k']['p50_ms']:.1f} ms p99 {r['latency_at_50k']['p99_ms']:.1f} ms "
+                      f"({r['latency_at_50k']['failed']} failed)", flush=True)
+    for label in ("sqlite", "postgresql"):
+        if args.only in (None, "stats"):
+            with tempfile.TemporaryDirectory(prefix=f"bench-stats-{label}-") as tmp, pg_schema() as pg:
+                r = bench_stats(Path(tmp), pg if label == "postgresql" else None, args.events)
+                results[f"{label}_stats"] = r
+                print(f"{label:10s} /v1/stats over 30 days, {r['events']:,} events (bulk load "
+                      f"{r['bulk_load_s']} s): median {r['median_ms']} ms, max {r['max_ms']} ms", flush=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+/**
+ * HTTP telemetry sink: batches SDK events and posts them to `POST /v1/telemetry` (issue 9).
+ *
+ * ```js
+ * import { BrowserML, httpSink } from '/sdk/browserml.js';
+ * const clf = await BrowserML.load({ model: 'digits', telemetry: httpSink() });
+ * ```
+ *
+ * Contract:
+ * - `send(event)` is synchronous and O(1): it maps the event to the wire schema and queues it. It
+ *   never awaits, never throws, never touches the network — a prediction is never blocked.
+ * - The queue is bounded (`maxQueue`, default 2,000): when full the oldest events are dropped and
+ *   counted in `dropped`, so a page that cannot reach the server does not grow memory.
+ * - Every `intervalMs` (default 10 s), or as soon as `maxBatch` (500) events are queued, one batch
+ *   goes out with `fetch` (`keepalive`, `text/plain`, so no CORS preflight). A network error, 429 or
+ *   5xx puts the batch back (if there is room) and doubles the wait, up to 5 minutes; 4xx other
+ *   than 429 is a schema disagreement and is not retried.
+ * - On `pagehide` (and when the page becomes hidden) everything queued goes with
+ *   `navigator.sendBeacon` as `text/plain`, split into bodies under 60 KB (the beacon quota).
+ *
+ * The server's schema (`src/browserml/telemetry/schema.py`) is strict (unknown fields are refused),
+ * so `toWire` keeps only the fields it knows and renames camelCase ones.
+ * @module sinks/http
+ */
+
+const TYPES = new Set(['init', 'load', 'predict', 'error', 'fallback', 'memory']);
+const LABEL = /^[A-Za-z0-9_.:/+-]{0,32}$/;
+const BEACON_BYTES = 60000;
+const MAX_BACKOFF_MS = 300000;
+
+/** @param {any} v */
+function label(v) {
+  if (v === undefined || v === null) return undefined;
+  const s = String(v).slice(0, 32);
+  return LABEL.test(s) ? s : s.replace(/[^A-Za-z0-9_.:/+-]/g, '_');
+}
+
+/** @param {any} v */
+function millis(v) {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.min(v, 3600000) : undefined;
+}
+
+/** @param {any} v */
+function count(v) {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.round(v) : undefined;
+}
+
+/**
+ * Map one SDK telemetry event (see telemetry.js) onto the server's wire schema. `age_ms` is added
+ * when the batch is sent (the SDK emits events as they happen, so queue time is their age).
+ * @param {any} e SDK event
+ * @returns {object | null} null when the event cannot be expressed (unknown type, no model)
+ */
+export function toWire(e) {
+  if (!e || !TYPES.has(e.type) || typeof e.model !== 'string' || !/^[a-z0-9-]{1,64}$/.test(e.model)) return null;
+  const out = { type: e.type, model: e.model };
+  if (Number.isInteger(e.version) && e.version >= 0) out.version = e.version;
+  for (const k of ['variant', 'engine', 'backend', 'phase', 'code']) {
+    const v = label(e[k]);
+    if (v) out[k] = v;
+  }
+  if (typeof e.device === 'string' && e.device) out.device = e.device.slice(0, 64).replace(/[^A-Za-z0-9_.:/+-]/g, '_');
+  const ms = millis(e.ms);
+  if (ms !== undefined) out.ms = ms;
+  if (e.type === 'predict' && Number.isInteger(e.batch) && e.batch >= 1) out.batch = Math.min(e.batch, 10000);
+  if (e.type === 'load' && Array.isArray(e.probes)) {
+    // Warm-up of the backend that won: the probe of the chosen candidate.
+    const won = e.probes.find((p) => p && p.ok && p.candidate && p.candidate.backend === e.backend && p.candidate.variant === e.variant);
+    const w = millis(won && won.warmupMs);
+    if (w !== undefined) out.warmup_ms = w;
+  }
+  const mem = e.type === 'memory' ? (e.memory || e.after) : null;
+  if (mem) {
+    const nt = count(mem.numTensors);
+    const nb = count(mem.numBytes);
+    const ng = count(mem.numBytesInGPU);
+    if (nt !== undefined) out.num_tensors = nt;
+    if (nb !== undefined) out.num_bytes = nb;
+    if (ng !== undefined) out.num_bytes_gpu = ng;
+  }
+  const reason = e.reason || e.message;
+  if (reason) out.reason = String(reason).slice(0, 500);
+  if (e.type === 'fallback' && !out.backend && e.fromBackend) out.backend = label(e.fromBackend);
+  return out;
+}
+
+/** Batches events and sends them home. See the module doc for the contract. */
+export class HttpSink {
+  /**
+   * @param {{url?: string, server?: string, intervalMs?: number, maxBatch?: number, maxQueue?: number,
+   *   fetch?: typeof fetch, beacon?: (url: string, body: string) => boolean, now?: () => number,
+   *   target?: any, listen?: boolean}} [opts]
+   */
+  constructor(opts = {}) {
+    const g = /** @type {any} */ (globalThis);
+    const base = opts.server || (g.location && g.location.origin) || '';
+    this.url = opts.url || new URL('/v1/telemetry', base || 'http://localhost').href;
+    this.intervalMs = opts.intervalMs ?? 10000;
+    this.maxBatch = Math.min(opts.maxBatch ?? 500, 500);
+    this.maxQueue = Math.max(opts.maxQueue ?? 2000, this.maxBatch);
+    this.fetch = opts.fetch || (g.fetch && g.fetch.bind(g));
+    this.beacon = opts.beacon || (g.navigator && g.navigator.sendBeacon ? (u, b) => g.navigator.sendBeacon(u, b) : null);
+    this.now = opts.now || (() => (g.performance ? g.performance.now() : Date.now()));
+    /** @type {object[]} */
+    this.queue = [];
+    this.sent = 0;
+    this.dropped = 0;
+    this.failures = 0;
+    this.backoff = this.intervalMs;
+    this.inFlight = null;
+    this.timer = null;
+    this.soon = null;
+    this.closed = false;
+    this._onHide = () => this.flushBeacon();
+    this._onVisibility = () => { if (g.document && g.document.visibilityState === 'hidden') this.flushBeacon(); };
+    const target = opts.target || g;
+    if (opts.listen !== false && target && target.addEventListener) {
+      target.addEventListener('pagehide', this._onHide);
+      if (g.document && g.document.addEventListener) g.document.addEventListener('visibilitychange', this._onVisibility);
+      this.target = target;
+    }
+    this._schedule(this.intervalMs);
+  }
+
+  /**
+   * Queue one SDK event (synchronous, never throws to the caller's benefit: telemetry.js also guards).
+   * @param {any} event
+   */
+  send(event) {
+    if (this.closed) return;
+    const wire = toWire(event);
+    if (!wire) return;
+    this.queue.push({ wire, at: this.now() });
+    if (this.queue.length > this.maxQueue) {
+      const over = this.queue.length - this.maxQueue;
+      this.queue.splice(0, over);
+      this.dropped += over;
+    }
+    if (this.queue.length >= this.maxBatch && !this.soon) {
+      this.soon = setTimeout(() => { this.soon = null; this.flush(); }, 0);
+    }
+  }
+
+  /** Send one batch with fetch now (resolves when answered; never rejects). */
+  async flush() {
+    if (this.inFlight || !this.queue.length || !this.fetch) return this.inFlight;
+    const batch = this.queue.splice(0, this.maxBatch);
+    this.inFlight = (async () => {
+      try {
+        const res = await this.fetch(this.url, {
+          method: 'POST', body: this._body(batch), keepalive: true,
+          headers: { 'content-type': 'text/plain' }, credentials: 'omit',
+        });
+        if (res.ok || (res.status >= 400 && res.status < 500 && res.status !== 429)) {
+          if (res.ok) this.sent += batch.length;
+          else this.dropped += batch.length;
+          this.backoff = this.intervalMs;
+        } else {
+          this._requeue(batch);
+        }
+      } catch {
+        this._requeue(batch);
+      } finally {
+        this.inFlight = null;
+      }
+      if (this.queue.length >= this.maxBatch) this.flush();
+    })();
+    return this.inFlight;
+  }
+
+  /** Send everything queued with sendBeacon (page going away). Returns whether all was handed over. */
+  flushBeacon() {
+    if (!this.queue.length) return true;
+    if (!this.beacon) {
+      this.flush();
+      return false;
+    }
+    let ok = true;
+    while (this.queue.length) {
+      let n = Math.min(this.queue.length, this.maxBatch);
+      let body = this._body(this.queue.slice(0, n));
+      while (body.length > BEACON_BYTES && n > 1) {
+        n = Math.max(1, Math.floor(n / 2));
+        body = this._body(this.queue.slice(0, n));
+      }
+      let handed = false;
+      try { handed = this.beacon(this.url, body); } catch { handed = false; }
+      if (!handed) {
+        ok = false;
+        break;
+      }
+      this.queue.splice(0, n);
+      this.sent += n;
+    }
+    return ok;
+  }
+
+  /** Stop timers and listeners; queued events go out by beacon. */
+  close() {
+    if (this.closed) return;
+    this.flushBeacon();
+    this.closed = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.soon);
+    if (this.target) this.target.removeEventListener('pagehide', this._onHide);
+    const g = /** @type {any} */ (globalThis);
+    if (g.document && g.document.removeEventListener) g.document.removeEventListener('visibilitychange', this._onVisibility);
+  }
+
+  /** Counters for stats pages and tests. */
+  stats() {
+    return { queued: this.queue.length, sent: this.sent, dropped: this.dropped, failures: this.failures };
+  }
+
+  _body(batch) {
+    const sentAt = this.now();
+    return JSON.stringify(batch.map(({ wire, at }) => ({ ...wire, age_ms: Math.min(86400000, Math.max(0, Math.round(sentAt - at))) })));
+  }
+
+  _requeue(batch) {
+    this.failures += 1;
+    const room = this.maxQueue - this.queue.length;
+    if (room < batch.length) this.dropped += batch.length - Math.max(room, 0);
+    if (room > 0) this.queue.unshift(...batch.slice(batch.length - room));
+    this.backoff = Math.min(MAX_BACKOFF_MS, this.backoff * 2);
+  }
+
+  _schedule(ms) {
+    if (this.closed) return;
+    this.timer = setTimeout(async () => {
+      await this.flush();
+      this._schedule(this.backoff);
+    }, ms);
+    if (this.timer && typeof this.timer.unref === 'function') this.timer.unref();
+  }
+}
+
+/**
+ * Convenience factory: `telemetry: httpSink({ server, intervalMs })`.
+ * @param {ConstructorParameters<typeof HttpSink>[0]} [opts]
+ */
+export function httpSink(opts) {
+  return new HttpSink(opts);
+}
