@@ -355,10 +355,12 @@ def split_list(value: str | None) -> list[str] | None:
               help="Timed calls per configuration and repeat.")
 @click.option("--budget-ms", type=float, default=8000, show_default=True,
               help="Time cap per configuration and repeat (at least 5 calls are always made).")
+@click.option("--peers", is_flag=True,
+              help="Also run the model exported to ONNX in ONNX Runtime Web (needs the run dir).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Write an HTML report with a plot.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, html_path,
+def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, peers, html_path,
           as_json):
     """Benchmark every engine x backend x variant in headless Chromium against native
     TensorFlow and LiteRT on this machine."""
@@ -371,7 +373,8 @@ def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, 
         raise click.BadParameter(f"--batch {batch!r}: expected integers like 1,8") from None
     report = run_bench(Path(build_dir), run_dir=Path(run_dir) if run_dir else None,
                        engines=split_list(engines), backends=split_list(backends),
-                       variants=split_list(variants), batches=batches, n=n, budget_ms=budget_ms)
+                       variants=split_list(variants), batches=batches, n=n, budget_ms=budget_ms,
+                       peers=peers)
     if html_path:
         write_html(report, Path(html_path))
     if as_json:

@@ -8,6 +8,7 @@ thermal drift do not favour one; the report keeps both repeats' medians and thei
 from __future__ import annotations
 
 import statistics
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from .native import native_litert, native_tensorflow
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 BENCH_PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm",
-                  "@tensorflow/tfjs-backend-webgpu", "@litertjs/core", "@litertjs/wasm-utils")
+                  "@tensorflow/tfjs-backend-webgpu", "@litertjs/core", "@litertjs/wasm-utils",
+                  "onnxruntime-web")
 TFJS_BACKENDS = ("webgpu", "webgl", "wasm", "cpu")
 
 
@@ -140,15 +142,20 @@ def summarise(config: Config, runs: list[dict]) -> Summary:
 
 
 def run_browser(build_dir: Path, build: Build, configs: list[Config], n: int, repeats: int,
-                budget_ms: float) -> tuple[list[Summary], dict]:
-    """Run every configuration in Chromium in ABBA order; return summaries and browser facts."""
+                budget_ms: float, extra_models: dict[str, Path] | None = None
+                ) -> tuple[list[Summary], dict]:
+    """Run every configuration in Chromium in ABBA order; return summaries and browser facts.
+
+    ``extra_models`` mounts more variant folders (the ONNX peer) beside the build's."""
     shape = [build.input.height, build.input.width, build.input.channels]
     raw: dict[Config, list[dict]] = {c: [] for c in configs}
     errors: dict[Config, str] = {}
     browser_env: dict = {}
     with launch_browser(["--enable-unsafe-webgpu"]) as context, progress_bar() as bar:
-        origin = route_local_files(context, {"/static/": STATIC, "/model/": build_dir,
-                                             **vendor_mounts(BENCH_PACKAGES)})
+        mounts = {"/static/": STATIC, "/model/": build_dir, **vendor_mounts(BENCH_PACKAGES)}
+        for variant, folder in (extra_models or {}).items():
+            mounts[f"/model/{variant}/"] = folder
+        origin = route_local_files(context, mounts)
         order = abba(configs, repeats)
         task = bar.add_task("browser", total=len(order), status="")
         for _repeat, config in order:
@@ -210,20 +217,38 @@ def attach_ratios(results: list[Summary], native: dict) -> None:
             summary.ratio_native_litert = summary.median_ms / baseline["litert/tflite-float32"]
 
 
+def peer_models(run_dir: Path | None, workdir: Path) -> dict[str, Path]:
+    """Export the ONNX peer from the run's Keras model; return ``{variant: folder}``."""
+    if run_dir is None or not (run_dir / "model.keras").is_file():
+        raise ModelError("--peers needs the Keras model (pass --run DIR): the ONNX export is "
+                         "made from it")
+    import keras
+
+    from .peers import export_onnx
+
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    return {"onnx-float32": export_onnx(model, workdir).parent}
+
+
 def bench(build_dir: Path, *, run_dir: Path | None = None, engines: list[str] | None = None,
           backends: list[str] | None = None, variants: list[str] | None = None,
           batches: list[int] | None = None, n: int = 50, repeats: int = 2,
-          budget_ms: float = 8000) -> BenchReport:
+          budget_ms: float = 8000, peers: bool = False) -> BenchReport:
     """Benchmark a build directory; see the module docstring for the method."""
     build_dir = Path(build_dir)
     build = read_build(build_dir)
+    batches = batches or [1]
     configs = configurations(build, engines or ["tfjs", "litert"],
-                             backends or list(TFJS_BACKENDS), variants, batches or [1])
+                             backends or list(TFJS_BACKENDS), variants, batches)
     if run_dir is None:
         guess = build_dir.resolve().parent.parent / "runs" / build.name
         run_dir = guess if guess.is_dir() else None
-    native = run_native(build_dir, build, run_dir, batches or [1], n)
-    results, browser_env = run_browser(build_dir, build, configs, n, repeats, budget_ms)
+    native = run_native(build_dir, build, run_dir, batches, n)
+    with tempfile.TemporaryDirectory(prefix="browserml-peers-") as tmp:
+        extra = peer_models(run_dir, Path(tmp)) if peers else {}
+        configs += [Config("ort", "wasm", variant, batch) for variant in extra for batch in batches]
+        results, browser_env = run_browser(build_dir, build, configs, n, repeats, budget_ms,
+                                           extra)
     if all(r.error for r in results):
         raise BrowserError(f"every configuration failed; first: {results[0].error}")
     attach_ratios(results, native)

@@ -105,9 +105,34 @@ async function benchLitert({ variant, batch, n, shape, threads, budgetMs }) {
   return { loadMs, warmupMs, times, backend: 'wasm', threads: useThreads ? (threads || navigator.hardwareConcurrency) : 1 };
 }
 
+// The peer: ONNX Runtime Web (wasm, threads when crossOriginIsolated), loaded only when asked.
+async function benchOrt({ variant, batch, n, shape, budgetMs }) {
+  const t0 = performance.now();
+  const ort = await import('/vendor/onnxruntime-web/dist/ort.wasm.min.mjs');
+  ort.env.wasm.wasmPaths = '/vendor/onnxruntime-web/dist/';
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? (navigator.hardwareConcurrency || 1) : 1;
+  const session = await ort.InferenceSession.create(`/model/${variant}/model.onnx`, { executionProviders: ['wasm'] });
+  const loadMs = performance.now() - t0;
+  const size = shape.reduce((a, b) => a * b, 1);
+  const input = new ort.Tensor('float32', randomPixels(size), [1, ...shape]);
+  const predict = async () => {
+    for (let b = 0; b < batch; b++) {
+      const out = await session.run({ [session.inputNames[0]]: input });
+      for (const name of Object.keys(out)) { await out[name].getData(); out[name].dispose(); }
+    }
+  };
+  const w0 = performance.now();
+  await predict();
+  const warmupMs = performance.now() - w0;
+  const times = await timeLoop(predict, n, budgetMs);
+  await session.release();
+  return { loadMs, warmupMs, times, backend: 'wasm', threads: ort.env.wasm.numThreads };
+}
+
 window.browsermlBench = async (config) => {
   const env = await wasmFeatures();
-  const result = config.engine === 'litert' ? await benchLitert(config) : await benchTfjs(config);
+  const run = { litert: benchLitert, ort: benchOrt }[config.engine] || benchTfjs;
+  const result = await run(config);
   return { ...result, env };
 };
 window.browsermlBenchReady = true;
