@@ -244,13 +244,13 @@ def live_server() -> Iterator[Callable[[Settings], LiveServer]]:
 
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real digits CNN trained on the 10,000 MNIST digits (4 epochs, fixed seed): the run dir.
+    """A real digits CNN trained on the 10,000 MNIST digits (6 epochs, fixed seed): the run dir.
 
     Session-scoped: training takes ~20 s on 2 cores, and every pipeline/SDK test reads it only."""
     from browserml.train import RunConfig, train
 
     run_dir = tmp_path_factory.mktemp("runs") / "digits"
-    train(RunConfig(data="mnist", arch="cnn", input_size=28, epochs=4), run_dir)
+    train(RunConfig(data="mnist", arch="cnn", input_size=28, epochs=6), run_dir)
     return run_dir
 
 

@@ -22,6 +22,8 @@ import { Runtime } from './runtime.js';
 import { WorkerClassifier } from './worker.js';
 
 export { BrowserMLError, EngineError, InputError, IntegrityError, LoadError } from './errors.js';
+// Telemetry HTTP sink (issue 9): `telemetry: httpSink()` posts events to /v1/telemetry.
+export { HttpSink, httpSink } from './sinks/http.js';
 
 const instances = new Map();
 

@@ -326,61 +326,38 @@ def parse_labels(value: str | None) -> list[str] | None:
 @click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where runs/ and build/ go.")
-def demo(epochs, workdir):
-    """Train the built-in digits model (if absent), convert, verify and print the variant table."""
-    from .demo import prepare_digits
+@click.option("--serve/--no-serve", default=True, show_default=True,
+              help="Publish the model and serve the demo page and dashboard (until Ctrl-C).")
+@click.option("--host", default=None, help="Bind address (default: settings.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: settings.port, 8000).")
+@data_dir_option
+def demo(epochs, workdir, serve, host, port, data_dir):
+    """Train the built-in digits model (if absent), convert, verify and print the variant table;
+    then publish it (if absent) and serve the demo page and the dashboard."""
+    from .demo import demo_urls, prepare_digits, publish_digits
 
     result = prepare_digits(Path(workdir), epochs=epochs)
     print_variant_table(result.build)
     console.print(f"verified in Chromium: float32 max abs diff "
                   f"{result.report.variants[0].max_abs_diff:.2e} over {result.report.samples} "
                   f"test digits", highlight=False)
+    if not serve:
+        return
+    from .server.run import serve as run_server
 
-
-def split_list(value: str | None) -> list[str] | None:
-    """Given ``a,b,c``, return ``["a", "b", "c"]`` (None when not given)."""
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-@cli.command()
-@click.argument("build_dir", type=click.Path())
-@click.option("--run", "run_dir", type=click.Path(), default=None,
-              help="Run directory with the Keras model for native TensorFlow (default runs/<name>).")
-@click.option("--engines", default="tfjs,litert", show_default=True)
-@click.option("--backends", default="webgpu,webgl,wasm,cpu", show_default=True,
-              help="TF.js backends to measure.")
-@click.option("--variants", default=None, help="Variants to measure (default: all).")
-@click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
-@click.option("--n", type=click.IntRange(5), default=50, show_default=True,
-              help="Timed calls per configuration and repeat.")
-@click.option("--budget-ms", type=float, default=8000, show_default=True,
-              help="Time cap per configuration and repeat (at least 5 calls are always made).")
-@click.option("--peers", is_flag=True,
-              help="Also run the model exported to ONNX in ONNX Runtime Web (needs the run dir).")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
-              help="Write an HTML report with a plot.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, peers, html_path,
-          as_json):
-    """Benchmark every engine x backend x variant in headless Chromium against native
-    TensorFlow and LiteRT on this machine."""
-    from .bench.harness import bench as run_bench
-    from .bench.report import table, write_html
-
-    try:
-        batches = [int(b) for b in split_list(batch) or ["1"]]
-    except ValueError:
-        raise click.BadParameter(f"--batch {batch!r}: expected integers like 1,8") from None
-    report = run_bench(Path(build_dir), run_dir=Path(run_dir) if run_dir else None,
-                       engines=split_list(engines), backends=split_list(backends),
-                       variants=split_list(variants), batches=batches, n=n, budget_ms=budget_ms,
-                       peers=peers)
-    if html_path:
-        write_html(report, Path(html_path))
-    if as_json:
-        print_json(report.to_json())
-    else:
-        console.print(table(report))
+    settings = registry_settings(data_dir)
+    published = publish_digits(settings, result.build_dir)
+    console.print(f"digits v{published.version} on stable"
+                  f"{' (published now)' if published.fresh else ' (already published)'}",
+                  highlight=False)
+    host = host or settings.host
+    port = settings.port if port is None else port
+    for what, url in demo_urls(settings, host, port).items():
+        console.print(f"{what:>9}: {url}", highlight=False, soft_wrap=True)
+    console.print("classify digits on the demo page; the dashboard fills within seconds "
+                  "(Ctrl-C stops the server)", highlight=False)
+    run_server(settings, host=host, port=port)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@
  * Web Worker). `window.browsermlDemo` exposes state for tests and curious users.
  */
 
-import { BrowserML } from '/sdk/browserml.js';
+import { BrowserML, httpSink } from '/sdk/browserml.js';
 
 const params = new URLSearchParams(location.search);
 const model = params.get('model') || 'digits';
@@ -46,7 +46,8 @@ async function start() {
   try {
     const clf = await BrowserML.load({
       model, channel, worker: useWorker,
-      telemetry: (e) => { if (e.type !== 'predict') state.events.push(e); },
+      // issue 9: events also go home (batched, beacon on pagehide) so /dashboard fills as you classify.
+      telemetry: [(e) => { if (e.type !== 'predict') state.events.push(e); }, httpSink({ intervalMs: 5000 })],
     });
     state.classifier = clf;
     const s = await clf.stats();

@@ -146,6 +146,7 @@ export class HttpSink {
     if (this.inFlight || !this.queue.length || !this.fetch) return this.inFlight;
     const batch = this.queue.splice(0, this.maxBatch);
     this.inFlight = (async () => {
+      let delivered = false;
       try {
         const res = await this.fetch(this.url, {
           method: 'POST', body: this._body(batch), keepalive: true,
@@ -155,6 +156,7 @@ export class HttpSink {
           if (res.ok) this.sent += batch.length;
           else this.dropped += batch.length;
           this.backoff = this.intervalMs;
+          delivered = true;
         } else {
           this._requeue(batch);
         }
@@ -163,7 +165,8 @@ export class HttpSink {
       } finally {
         this.inFlight = null;
       }
-      if (this.queue.length >= this.maxBatch) this.flush();
+      // More than a batch waiting after a success: keep draining; after a failure wait for the timer.
+      if (delivered && this.queue.length >= this.maxBatch) this.flush();
     })();
     return this.inFlight;
   }

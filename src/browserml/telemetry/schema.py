@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from pydantic.types import StringConstraints
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 EVENT_TYPES = ("init", "load", "predict", "error", "fallback", "memory")
 MAX_REASON = 500
@@ -41,6 +41,7 @@ def _truncate_reason(value: Any) -> Any:
     return value[:MAX_REASON] if isinstance(value, str) else value
 
 
+Reason = Annotated[str, BeforeValidator(_truncate_reason), StringConstraints(max_length=MAX_REASON)]
 Label = Annotated[str, StringConstraints(max_length=32, pattern=r"^[A-Za-z0-9_.:/+-]*$")]
 Millis = Annotated[float, Field(ge=0, le=MAX_MS)]
 Count = Annotated[int, Field(ge=0, le=2**53)]
@@ -73,7 +74,7 @@ class Event(TypedDict):
     num_bytes_gpu: NotRequired[Count | None]
     phase: NotRequired[Label]
     code: NotRequired[Label]
-    reason: NotRequired[Annotated[str, BeforeValidator(_truncate_reason), StringConstraints(max_length=MAX_REASON)]]
+    reason: NotRequired[Reason]
 
 
 DEFAULTS: dict[str, Any] = {

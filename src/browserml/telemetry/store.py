@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from itertools import chain
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -193,15 +193,17 @@ class TelemetryStore(ABC):
         if not ranges:
             return [], [0] * len(VALUE_COLUMNS)
         group = _group_column(group_by)
-        where = " OR ".join("(span = ? AND start >= ? AND start < ?)" for _ in ranges)
-        params: list[Any] = [model]
-        for span, lo, hi in ranges:
-            params += [span, lo, hi]
-        grouping = f" GROUP BY {group} ORDER BY {group}" if group_by else ""
-        sql = (
-            f"SELECT {group}, {_aggregate_select()} FROM telemetry_rollups "
-            f"WHERE model = ? AND ({where}){grouping}"
+        # One primary-key range scan per tile, glued with UNION ALL: an OR of the ranges makes
+        # both SQLite and PostgreSQL scan every row of the model instead (measured 600 ms at 5M).
+        scans = " UNION ALL ".join(
+            "SELECT * FROM telemetry_rollups WHERE model = ? AND span = ? AND start >= ? AND start < ?"
+            for _ in ranges
         )
+        params: list[Any] = []
+        for span, lo, hi in ranges:
+            params += [model, span, lo, hi]
+        grouping = f" GROUP BY {group} ORDER BY {group}" if group_by else ""
+        sql = f"SELECT {group}, {_aggregate_select()} FROM ({scans}) AS tiles{grouping}"
         with self._read() as conn:
             rows = conn.execute(self._sql(sql), params).fetchall()
         groups = [(row[0], _numbers(row[1:])) for row in rows if row[1] is not None]
