@@ -22,11 +22,8 @@ import argparse
 import base64
 import io
 import json
-import socket
 import statistics
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +31,7 @@ from PIL import Image
 
 from browserml.browser import launch_browser
 from browserml.registry import Registry
+from browserml.server.run import BackgroundServer, start_in_thread
 from browserml.settings import PROJECT_ROOT, Settings
 
 PAGE = "/demo/bench.html"
@@ -153,29 +151,12 @@ async ([b64, n]) => {
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve(build: Path, data_dir: Path) -> tuple[str, object, threading.Thread]:
-    """Publish ``build`` as digits/stable into a fresh registry and serve it with uvicorn."""
-    import uvicorn
-
-    from browserml.server import create_app
-
+def serve(build: Path, data_dir: Path) -> BackgroundServer:
+    """Publish ``build`` as digits/stable into a fresh registry and serve it in a thread."""
     settings = Settings(data_dir=data_dir)
     with Registry(settings) as registry:
         registry.publish(build, "digits", channel="stable")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{port}", server, thread
+    return start_in_thread(settings)
 
 
 def digit_png(digit: int = 3) -> str:
@@ -231,16 +212,12 @@ def main() -> None:
     if not (args.build / "variants.json").is_file():
         parser.error(f"{args.build}: no variants.json; run 'make demo' or 'browserml convert' first")
     png = digit_png()
-    with tempfile.TemporaryDirectory(prefix="bench-sdk-") as tmp:
-        url, server, thread = serve(args.build, Path(tmp))
-        try:
-            ttfp = [first_prediction(url, png) for _ in range(args.rounds)]
-            versus = [in_fresh_page(url, VERSUS_DEFAULT, [png, 50]) for _ in range(args.rounds)]
-            naive = [in_fresh_page(url, NAIVE, [png, args.naive_calls]) for _ in range(args.rounds)]
-            many = heap_and_drift(url, png, args.predictions)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=15)
+    with tempfile.TemporaryDirectory(prefix="bench-sdk-") as tmp, serve(args.build, Path(tmp)) as server:
+        url = server.url
+        ttfp = [first_prediction(url, png) for _ in range(args.rounds)]
+        versus = [in_fresh_page(url, VERSUS_DEFAULT, [png, 50]) for _ in range(args.rounds)]
+        naive = [in_fresh_page(url, NAIVE, [png, args.naive_calls]) for _ in range(args.rounds)]
+        many = heap_and_drift(url, png, args.predictions)
 
     med = statistics.median
     cold = med(r["cold"]["ttfp"] for r in ttfp)

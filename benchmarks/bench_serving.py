@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import httpx
 import numpy as np
 
 from browserml.registry import Registry
+from browserml.server.run import free_port
 from browserml.settings import Settings
 from browserml.variants import Build, InputSpec, Variant, describe_file, write_build
 
@@ -61,13 +61,6 @@ http {{
   }}
 }}
 """
-
-
-def free_port() -> int:
-    """Return a loopback TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_build_with_shard(root: Path) -> Path:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +13,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
+from browserml.server.run import BackgroundServer, start_in_thread
 from browserml.settings import Settings
 from browserml.variants import Build, InputSpec, Variant, describe_file, write_build
 
@@ -184,44 +182,14 @@ def make_build(tmp_path: Path) -> Callable[..., Path]:
 # ------------------------------------------------------------------ live server
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class LiveServer:
-    """A real uvicorn server on 127.0.0.1 running our app in a thread."""
-
-    url: str
-    server: object
-    thread: threading.Thread
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        assert not self.thread.is_alive(), "server did not stop"
+# The server-in-a-thread helpers live in the package (benchmarks and `browserml bench` use them
+# too); these names stay for the test modules that import them from here.
+LiveServer = BackgroundServer
 
 
 def start_server(settings: Settings) -> LiveServer:
-    """Start ``create_app(settings)`` under uvicorn (uvloop + httptools, as ``serve`` does)."""
-    import uvicorn
-
-    from browserml.server import create_app
-
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, loop="uvloop",
-                            http="httptools", log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server failed to start"
-        time.sleep(0.02)
-    return LiveServer(f"http://127.0.0.1:{port}", server, thread)
+    """Start ``create_app(settings)`` under uvicorn in a thread, on a free loopback port."""
+    return start_in_thread(settings)
 
 
 @pytest.fixture

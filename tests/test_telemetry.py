@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from browserml.server.run import free_port
 from browserml.settings import Settings
 from browserml.telemetry.stats import DAY, HIST_BUCKETS, MINUTE, bucket_of, percentile
 from browserml.telemetry.store import cover, open_store
-from conftest import free_port
 
 PREDICT = {"type": "predict", "model": "digits", "version": 3, "variant": "uint8", "engine": "tfjs",
            "backend": "wasm", "device": "desktop-2c-8g-coi", "ms": 12.5}

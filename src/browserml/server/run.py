@@ -5,6 +5,11 @@ measurable share (see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
 import uvicorn
 
 from ..settings import Settings
@@ -36,3 +41,54 @@ def serve(
         server_header=False,
         log_level="info",
     )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class BackgroundServer:
+    """Our app under uvicorn in a daemon thread of this process, on 127.0.0.1.
+
+    For tests, benchmarks and ``browserml bench``: a real server with real sockets, stopped
+    cleanly by :meth:`stop`."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit and wait for it; raise if it does not stop."""
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        if self.thread.is_alive():
+            raise RuntimeError("server did not stop within 15 s")
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.thread.is_alive():
+            self.stop()
+
+
+def start_in_thread(settings: Settings, timeout_s: float = 15) -> BackgroundServer:
+    """Given settings, start ``create_app(settings)`` on a free loopback port (uvloop +
+    httptools, as :func:`serve` does) and return once it accepts connections."""
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, loop="uvloop",
+                            http="httptools", log_level="warning", lifespan="on",
+                            access_log=False, server_header=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("server failed to start")
+        time.sleep(0.02)
+    return BackgroundServer(f"http://127.0.0.1:{port}", server, thread)
