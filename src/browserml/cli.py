@@ -360,6 +360,80 @@ def demo(epochs, workdir, serve, host, port, data_dir):
     run_server(settings, host=host, port=port)
 
 
+def split_list(value: str | None) -> list[str] | None:
+    """Given ``a,b,c``, return ``["a", "b", "c"]`` (None when not given)."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@cli.command()
+@click.argument("build_dir", type=click.Path())
+@click.option("--run", "run_dir", type=click.Path(), default=None,
+              help="Run directory with the Keras model for native TensorFlow (default runs/<name>).")
+@click.option("--engines", default="tfjs,litert", show_default=True)
+@click.option("--backends", default="webgpu,webgl,wasm,cpu", show_default=True,
+              help="TF.js backends to measure.")
+@click.option("--variants", default=None, help="Variants to measure (default: all).")
+@click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
+@click.option("--n", type=click.IntRange(5), default=50, show_default=True,
+              help="Timed calls per configuration and repeat.")
+@click.option("--budget-ms", type=float, default=8000, show_default=True,
+              help="Time cap per configuration and repeat (at least 5 calls are always made).")
+@click.option("--soak", type=click.IntRange(0), default=0, show_default=True,
+              help="Predictions in the SDK soak (tensor and heap drift).")
+@click.option("--no-sdk", is_flag=True, help="Skip the SDK measurements (engines only).")
+@click.option("--peers", is_flag=True,
+              help="Also run the model exported to ONNX in ONNX Runtime Web (needs the run dir).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write an HTML report with a plot.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, soak, no_sdk, peers,
+          html_path, as_json):
+    """Benchmark every engine x backend x variant in headless Chromium against native
+    TensorFlow and LiteRT on this machine, plus the SDK's own choice."""
+    from .bench.harness import bench as run_bench
+    from .bench.report import table, write_html
+
+    try:
+        batches = [int(b) for b in split_list(batch) or ["1"]]
+    except ValueError:
+        raise click.BadParameter(f"--batch {batch!r}: expected integers like 1,8") from None
+    report = run_bench(Path(build_dir), run_dir=Path(run_dir) if run_dir else None,
+                       engines=split_list(engines), backends=split_list(backends),
+                       variants=split_list(variants), batches=batches, n=n, budget_ms=budget_ms,
+                       peers=peers, sdk=not no_sdk, soak=soak)
+    if html_path:
+        write_html(report, Path(html_path))
+    if as_json:
+        print_json(report.to_json())
+        return
+    console.print(table(report))
+    if report.sdk:
+        console.print(sdk_summary(report.sdk), highlight=False)
+
+
+def sdk_summary(sdk: dict) -> str:
+    """Given the SDK figures of a bench report, return them as a few readable lines."""
+    choice, ratios = sdk["choice"], sdk["ratios"]
+    lines = [
+        f"SDK chose {choice['engine']}/{choice['backend']}/{choice['variant']} "
+        f"(threads {choice['threads']}): median {sdk['median_ms']:.3f} ms per classify",
+        f"  load: cold {sdk['cold']['load_ms']:.0f} ms, cached {sdk['cached']['load_ms']:.0f} ms "
+        f"({sdk['cached_over_cold_load']:.2f}x); first prediction cold "
+        f"{sdk['cold']['first_prediction_ms']:.1f} ms",
+    ]
+    for key, label in (("over_fastest", f"fastest config ({ratios['fastest_config']})"),
+                       ("over_tfjs_default", "TF.js default (webgl)"),
+                       ("over_onnx_peer", "ONNX Runtime Web"), ("over_native_tf", "native TF"),
+                       ("over_native_litert", "native LiteRT")):
+        if ratios.get(key) is not None:
+            lines.append(f"  SDK / {label}: {ratios[key]:.3f}x")
+    if sdk.get("soak"):
+        soaked = sdk["soak"]
+        lines.append(f"  soak {soaked['predictions']}: tensor drift {soaked['tensor_drift']}, "
+                     f"heap growth {soaked['heap_growth_mb']:.2f} MB")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Console-script entry point."""
     # TensorFlow's C++ start-up chatter (oneDNN, CPU features) is noise in a CLI's output.

@@ -233,7 +233,8 @@ def peer_models(run_dir: Path | None, workdir: Path) -> dict[str, Path]:
 def bench(build_dir: Path, *, run_dir: Path | None = None, engines: list[str] | None = None,
           backends: list[str] | None = None, variants: list[str] | None = None,
           batches: list[int] | None = None, n: int = 50, repeats: int = 2,
-          budget_ms: float = 8000, peers: bool = False) -> BenchReport:
+          budget_ms: float = 8000, peers: bool = False, sdk: bool = True,
+          soak: int = 0) -> BenchReport:
     """Benchmark a build directory; see the module docstring for the method."""
     build_dir = Path(build_dir)
     build = read_build(build_dir)
@@ -252,5 +253,32 @@ def bench(build_dir: Path, *, run_dir: Path | None = None, engines: list[str] | 
     if all(r.error for r in results):
         raise BrowserError(f"every configuration failed; first: {results[0].error}")
     attach_ratios(results, native)
-    return BenchReport(model=build.name, environment=environment(), browser=browser_env,
-                       native=native, results=results)
+    report = BenchReport(model=build.name, environment=environment(), browser=browser_env,
+                         native=native, results=results)
+    if sdk:
+        from .sdk import bench_sdk
+
+        report.sdk = bench_sdk(build_dir, build, n, soak)
+        report.sdk["ratios"] = sdk_ratios(report.sdk["median_ms"], results, native)
+    return report
+
+
+def sdk_ratios(sdk_ms: float, results: list[Summary], native: dict) -> dict:
+    """The SDK's automatic choice against the fastest measured configuration, TF.js's default
+    start (``webgl`` here, the backend TF.js picks by itself when one exists), the ONNX peer and
+    the native runtimes, all at batch 1."""
+    batch1 = [r for r in results if not r.error and r.config.batch == 1]
+    fastest = min(batch1, key=lambda r: r.median_ms, default=None)
+    default = next((r for r in batch1 if r.config.engine == "tfjs" and r.config.backend == "webgl"
+                    and r.config.variant == "float32"), None)
+    peer = next((r for r in batch1 if r.config.engine == "ort"), None)
+    base = native.get("1", {})
+    ratio = lambda other: None if other is None else sdk_ms / other  # noqa: E731
+    return {
+        "fastest_config": fastest.config.label if fastest else None,
+        "over_fastest": ratio(fastest.median_ms if fastest else None),
+        "over_tfjs_default": ratio(default.median_ms if default else None),
+        "over_onnx_peer": ratio(peer.median_ms if peer else None),
+        "over_native_tf": ratio(base.get("tensorflow")),
+        "over_native_litert": ratio(base.get("litert/tflite-float32")),
+    }
