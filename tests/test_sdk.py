@@ -80,7 +80,7 @@ def test_real_digits_classified_with_plain_results(sdk_server, digit_pngs):
     correct = count_correct(digit_pngs, answers)
     assert correct >= 95, f"{correct}/100 correct"
     first = answers[0]
-    assert set(first) == {"labels", "ms", "backend", "variant", "version", "engine"}
+    assert set(first) == {"labels", "ms", "backend", "variant", "version", "engine", "threads"}
     assert first["engine"] == "tfjs" and first["version"] == 1 and first["variant"] == "uint8"
     assert len(first["labels"]) == 3 and set(first["labels"][0]) == {"label", "p"}
     # The choice was measured: every backend that ran was timed, the fastest median won.

@@ -12,6 +12,11 @@
  * times the available backends within 1.5 s and keeps the fastest (remembered per device and model
  * version), warms up, and watches memory. Results are plain objects; no tensor ever leaves the SDK.
  *
+ * Two engines: a cold visit starts on TF.js and answers there; after the first prediction, where
+ * the device can use it and the model is big enough (option `litert`, see selection.litertPlan),
+ * LiteRT.js is fetched in idle time, timed against TF.js, and kept only if faster — remembered
+ * per device and model version. Results carry `engine`, `backend`, `variant` and `threads`.
+ *
  * One instance per model per page: loading the same (server, model, channel, worker mode) again
  * returns the same classifier (reference-counted; `dispose` frees it when the last user is done).
  * @module browserml
@@ -137,7 +142,7 @@ export class Classifier {
    * @param {File | Blob | ImageBitmap | ImageData | HTMLImageElement | HTMLCanvasElement} input
    * @param {{topK?: number}} [opts]
    * @returns {Promise<{labels: {label: string, p: number}[], ms: number, backend: string,
-   *   variant: string, version: number, engine: string}>}
+   *   variant: string, version: number, engine: string, threads: number}>}
    */
   classify(input, opts) {
     return this._impl.classify(input, opts);
@@ -151,7 +156,17 @@ export class Classifier {
     return this._impl.classifyBatch(inputs, opts);
   }
 
-  /** Latency, memory, choice, fallbacks. A plain object (a Promise in worker mode). */
+  /**
+   * The LiteRT.js upgrade's outcome, once decided: `{state, reason, results, ...}` with state
+   * skipped | kept | switched | failed | remembered. It starts by itself after the first
+   * prediction; calling this starts it earlier. Never rejects (failures are fallbacks).
+   * @returns {Promise<object>}
+   */
+  upgraded() {
+    return this._impl.upgraded();
+  }
+
+  /** Latency, memory, engine/backend/variant/threads, choice, upgrade, fallbacks. A plain object (a Promise in worker mode). */
   stats() {
     return this._impl.stats();
   }

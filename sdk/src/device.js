@@ -47,3 +47,34 @@ export function bucket(value, bounds) {
   for (const b of bounds) if (value >= b) out = b;
   return out;
 }
+
+// The smallest modules that validate only with SIMD / relaxed SIMD (as wasm-feature-detect).
+const SIMD_PROBE = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11];
+const RELAXED_SIMD_PROBE = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11];
+
+/**
+ * What a wasm engine can use here: WebAssembly itself, SIMD, relaxed SIMD, and threads
+ * (SharedArrayBuffer, which browsers hand out only to crossOriginIsolated pages and workers).
+ * Synchronous and cheap (two tiny WebAssembly.validate calls); nothing is downloaded.
+ * @param {any} [g] global scope (injectable for tests)
+ * @returns {{wasm: boolean, simd: boolean, relaxedSimd: boolean, threads: boolean, crossOriginIsolated: boolean, cores: number}}
+ */
+export function wasmFeatures(g = scope()) {
+  const W = g.WebAssembly;
+  const validate = (bytes) => {
+    try {
+      return Boolean(W && W.validate(new Uint8Array(bytes)));
+    } catch {
+      return false;
+    }
+  };
+  const isolated = g.crossOriginIsolated === true;
+  return {
+    wasm: typeof W === 'object' && W !== null,
+    simd: validate(SIMD_PROBE),
+    relaxedSimd: validate(RELAXED_SIMD_PROBE),
+    threads: isolated && typeof g.SharedArrayBuffer === 'function',
+    crossOriginIsolated: isolated,
+    cores: (g.navigator && g.navigator.hardwareConcurrency) || 1,
+  };
+}

@@ -182,6 +182,7 @@ export function resolveFile(files, path) {
  *   generatedBy?: string, convertedBy?: string | null, trainingConfig?: object}}
  */
 export function buildArtifacts(variant, files) {
+  if (variant.format === 'tflite' || variant.engine === 'litert') return buildTfliteArtifacts(variant, files);
   const modelFile = variant.files.find((f) => f.role === 'model') ||
     variant.files.find((f) => /(^|\/)model\.json$/.test(f.path));
   if (!modelFile) throw new LoadError(`${variant.name}: no model.json in the manifest`, 'manifest');
@@ -213,6 +214,27 @@ export function buildArtifacts(variant, files) {
     convertedBy: json.convertedBy,
     trainingConfig: json.trainingConfig,
   };
+}
+
+/**
+ * Artifacts of a TFLite variant: its one verified `.tflite` file, checked to be a TFLite
+ * flatbuffer (file identifier "TFL3" at byte 4) before any engine sees it.
+ * @param {ManifestVariant} variant
+ * @param {Map<string, ArrayBuffer>} files
+ * @returns {{format: 'tflite', model: Uint8Array}}
+ */
+export function buildTfliteArtifacts(variant, files) {
+  const file = variant.files.find((f) => f.role === 'model') || variant.files.find((f) => /\.tflite$/.test(f.path));
+  const bytes = file && resolveFile(files, file.path);
+  if (!bytes) throw new LoadError(`${variant.name}: no .tflite file in the manifest`, 'manifest');
+  const model = new Uint8Array(bytes);
+  if (!isTflite(model)) throw new LoadError(`${variant.name}/${file.path}: not a TFLite flatbuffer`, 'format');
+  return { format: 'tflite', model };
+}
+
+/** @param {Uint8Array} b @returns {boolean} whether b carries the TFLite file identifier */
+export function isTflite(b) {
+  return b.length > 8 && b[4] === 0x54 && b[5] === 0x46 && b[6] === 0x4c && b[7] === 0x33;
 }
 
 /**

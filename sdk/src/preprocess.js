@@ -249,3 +249,53 @@ export function toInputTensor(tf, images, spec) {
     return each.length === 1 ? each[0].expandDims(0) : tf.stack(each);
   });
 }
+
+/**
+ * Pixels to a flat float32 input (H x W x C, batch of one) without TF.js, for engines that take
+ * plain arrays (LiteRT.js). Same steps and order as `toInputTensor`, so both engines see the same
+ * numbers: RGB, bilinear resize as tf.image.resizeBilinear (alignCorners false, halfPixelCenters
+ * false), BT.601 luma when the model has one channel, then the value-range transform.
+ * @param {{width: number, height: number, data: ArrayLike<number>}} img RGBA pixels (ImageData)
+ * @param {{height: number, width: number, channels?: number, value_range?: number[]}} spec
+ * @param {Float32Array} [out] reused buffer of H*W*C floats
+ * @returns {Float32Array}
+ */
+export function toInputArray(img, spec, out) {
+  const { scale, offset } = rangeTransform(spec.value_range);
+  const channels = spec.channels || 3;
+  const H = spec.height;
+  const W = spec.width;
+  const result = out && out.length === H * W * channels ? out : new Float32Array(H * W * channels);
+  const src = img.data;
+  const fy = img.height / H;
+  const fx = img.width / W;
+  const rgb = [0, 0, 0];
+  for (let y = 0; y < H; y += 1) {
+    const sy = y * fy;
+    const y0 = Math.floor(sy);
+    const y1 = Math.min(y0 + 1, img.height - 1);
+    const dy = sy - y0;
+    for (let x = 0; x < W; x += 1) {
+      const sx = x * fx;
+      const x0 = Math.floor(sx);
+      const x1 = Math.min(x0 + 1, img.width - 1);
+      const dx = sx - x0;
+      for (let c = 0; c < 3; c += 1) {
+        const tl = src[(y0 * img.width + x0) * 4 + c];
+        const tr = src[(y0 * img.width + x1) * 4 + c];
+        const bl = src[(y1 * img.width + x0) * 4 + c];
+        const br = src[(y1 * img.width + x1) * 4 + c];
+        const top = tl + (tr - tl) * dx;
+        const bottom = bl + (br - bl) * dx;
+        rgb[c] = top + (bottom - top) * dy;
+      }
+      const at = (y * W + x) * channels;
+      if (channels === 1) {
+        result[at] = (rgb[0] * 0.299 + rgb[1] * 0.587 + rgb[2] * 0.114) * scale + offset;
+      } else {
+        for (let c = 0; c < 3; c += 1) result[at + c] = rgb[c] * scale + offset;
+      }
+    }
+  }
+  return result;
+}

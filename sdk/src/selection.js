@@ -201,3 +201,77 @@ export class ChoiceStore {
     }
   }
 }
+
+/**
+ * LiteRT.js variants, fastest expected first: full-integer int8 runs int8 kernels (3.8x float32
+ * on the reference CNN here), float16 weights compute like float32 in half the bytes.
+ */
+export const LITERT_PREFERENCE = Object.freeze(['tflite-int8', 'tflite-float16', 'tflite-float32']);
+
+/**
+ * The size rule: LiteRT.js is worth its 9.4 MB wasm (2.9 MB gzipped; TF.js's is 0.44 MB) only when
+ * TF.js, measured on this device, needs at least this long a prediction. The rule reads the
+ * measured time rather than bytes or parameters because that is what the upgrade can save: at
+ * 10 ms a LiteRT.js that is 2-4x faster saves 5-7 ms a call, which a user can feel on repeated
+ * use and which pays the idle-time download within a session of a few hundred predictions; a
+ * model TF.js already answers in 1-2 ms (digits) has nothing left to win. `litertMinMs` changes it.
+ */
+export const DEFAULT_LITERT_MIN_MS = 10;
+
+/**
+ * LiteRT.js variants to try, in order: offered by the manifest, allowed by the user's `variants`
+ * option, in LITERT_PREFERENCE order (unknown tflite names last, in manifest order).
+ * @param {{name: string, engine?: string, offered?: boolean}[]} variants manifest order
+ * @param {string[]} [allowed]
+ * @returns {string[]}
+ */
+export function litertOrder(variants, allowed) {
+  const names = variantOrder(variants, 'litert', undefined, allowed);
+  const rankOf = (n) => {
+    const i = LITERT_PREFERENCE.indexOf(n);
+    return i < 0 ? LITERT_PREFERENCE.length : i;
+  };
+  return names.map((n, i) => [n, i]).sort((a, b) => rankOf(a[0]) - rankOf(b[0]) || a[1] - b[1]).map(([n]) => n);
+}
+
+/**
+ * Whether to fetch LiteRT.js after the first TF.js prediction, and why (the reason goes to
+ * `stats().upgrade` so a page can see why it stayed on TF.js).
+ *
+ * `mode`: "auto" (default) applies every rule below; "force" skips the device and size rules and
+ * switches to LiteRT.js whenever it works (timings are still reported); "off" never loads it.
+ * In auto mode LiteRT.js needs a crossOriginIsolated context with threads and relaxed SIMD
+ * (LiteRT.js runs threads only with relaxed SIMD; its single-threaded build would race TF.js's
+ * own SIMD wasm for no gain), a manifest that offers a litert variant, no remembered verdict for
+ * this device and model version, and a TF.js time of at least `minMs` (DEFAULT_LITERT_MIN_MS).
+ * @param {{mode?: 'auto' | 'force' | 'off', features: ReturnType<import('./device.js').wasmFeatures>,
+ *   variants: string[], tfjsMs: number, minMs?: number, remembered?: {litert?: string} | null}} input
+ * @returns {{go: boolean, reason: string}}
+ */
+export function litertPlan(input) {
+  const { mode = 'auto', features, variants, tfjsMs, minMs = DEFAULT_LITERT_MIN_MS, remembered } = input;
+  const no = (reason) => ({ go: false, reason });
+  if (mode === 'off') return no('LiteRT.js switched off (litert: "off")');
+  if (!variants.length) return no('the manifest offers no LiteRT.js variant (or none is allowed)');
+  if (!features.wasm) return no('no WebAssembly');
+  if (mode === 'force') return { go: true, reason: 'forced (litert: "force")' };
+  if (remembered && remembered.litert) return no(`remembered for this device and version: LiteRT.js ${remembered.litert}`);
+  if (!features.crossOriginIsolated) return no('page is not crossOriginIsolated (no wasm threads)');
+  if (!features.threads) return no('no SharedArrayBuffer (no wasm threads)');
+  if (!features.relaxedSimd) return no(features.simd ? 'no relaxed SIMD (LiteRT.js threads need it)' : 'no wasm SIMD');
+  if (!(tfjsMs >= minMs)) return no(`TF.js already answers in ${round1(tfjsMs)} ms (< ${minMs} ms): not worth a 9.4 MB download`);
+  return { go: true, reason: `TF.js takes ${round1(tfjsMs)} ms (>= ${minMs} ms) and the device has threads + relaxed SIMD` };
+}
+
+/**
+ * Given medians, whether to switch engines: strictly faster, or forced.
+ * @param {number} candidateMs @param {number} currentMs @param {boolean} [force]
+ */
+export function shouldSwitch(candidateMs, currentMs, force = false) {
+  if (!Number.isFinite(candidateMs)) return false;
+  return force || !Number.isFinite(currentMs) || candidateMs < currentMs;
+}
+
+function round1(x) {
+  return Math.round(x * 10) / 10;
+}

@@ -88,6 +88,11 @@ export class WorkerClassifier {
     return out.map((r) => (r.error ? { ...r, error: fromPlain(r.error) } : r));
   }
 
+  /** @returns {Promise<object>} the LiteRT.js upgrade's outcome (see Runtime.upgraded) */
+  upgraded() {
+    return this._call('upgraded');
+  }
+
   /** @returns {Promise<object>} note: async in worker mode */
   stats() {
     return this._call('stats');
@@ -145,6 +150,8 @@ if (IN_WORKER) {
       } else if (op === 'classifyBatch') {
         const out = await runtime.classifyBatch(e.data.inputs, e.data.opts || {});
         value = out.map((r) => (r.error ? { ...r, error: toPlain(r.error) } : r));
+      } else if (op === 'upgraded') {
+        value = await runtime.upgraded();
       } else if (op === 'stats') {
         value = runtime.stats();
       } else if (op === 'dispose') {

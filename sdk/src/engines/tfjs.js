@@ -8,9 +8,9 @@
  * a visit that goes straight to a remembered `wasm` never downloads the WebGPU bundle, and WebGPU is
  * offered only when the browser hands out an adapter.
  *
- * An engine is what the selection picks between; LiteRT.js (issue 8) will be a second class with the
- * same methods: init, availableBackends, useBackend, loadModel, predict, warmup, health, memory,
- * reset, disposeModel.
+ * An engine is what the selection picks between; LiteRT.js (engines/litert.js) is the second class
+ * with the same methods: init, availableBackends, useBackend, loadModel, predict, warmup, health,
+ * memory, reset, disposeModel, threadsUsed.
  * @module engines/tfjs
  */
 
@@ -106,11 +106,15 @@ export class TfjsEngine {
       await this._import(SCRIPTS.webgpu);
     }
     let ok = false;
+    // Only the first start of the wasm backend reads the core count (see coreCountHint).
+    const restore = name === 'wasm' && this.threads ? coreCountHint(this.threads) : () => {};
     try {
       ok = await tf.setBackend(name);
       await tf.ready();
     } catch (err) {
       throw new EngineError(`backend ${name} failed to start: ${err && err.message ? err.message : err}`, 'backend-init');
+    } finally {
+      restore();
     }
     if (!ok || tf.getBackend() !== name) throw new EngineError(`backend ${name} is not available here`, 'backend-init');
   }
@@ -230,6 +234,34 @@ export class TfjsEngine {
     // them again would throw "already initialized"), so _wasmPathsSet stays as it is.
     this.tf.engine().reset();
   }
+}
+
+/**
+ * TF.js wasm threads. TF.js 4.22's wasm backend (src/cc/backend.cc) computes, when its module
+ * starts, `num_cores = emscripten_num_logical_cores() / 2` — navigator.hardwareConcurrency / 2,
+ * "many x86-64 processors have 2 threads per core" — and `init_with_threads_count` caps whatever
+ * `tf.wasm.setThreadsCount(n)` asked for at that number. On a 2-core device the cap is 1, which is
+ * why `setThreadsCount(2)` is accepted and `getThreadsCount()` says 1 (the threaded-SIMD binary is
+ * loaded all the same). There is no supported API to lift the cap. When the user asks for
+ * `threads` explicitly on a crossOriginIsolated context, the SDK shows the wasm module a
+ * hardwareConcurrency of 2 x threads while it starts (an own property on `navigator`, removed right
+ * after), so the cap becomes `threads`; by default (no `threads` option) TF.js keeps its own rule.
+ * @param {number} threads
+ * @returns {() => void} undo
+ */
+export function coreCountHint(threads) {
+  const nav = globalThis.navigator;
+  if (!nav || !globalThis.crossOriginIsolated || !(threads > 1)) return () => {};
+  const real = nav.hardwareConcurrency || 1;
+  if (Math.floor(real / 2) >= threads || Object.prototype.hasOwnProperty.call(nav, 'hardwareConcurrency')) return () => {};
+  try {
+    Object.defineProperty(nav, 'hardwareConcurrency', { value: threads * 2, configurable: true });
+  } catch {
+    return () => {};
+  }
+  return () => {
+    delete nav.hardwareConcurrency;
+  };
 }
 
 /** Whether a WebGL context can be created here (page or worker). */

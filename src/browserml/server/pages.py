@@ -28,6 +28,7 @@ VENDORED = {
     "@tensorflow/tfjs-backend-wasm": ("dist", "wasm-out"),
     "@tensorflow/tfjs-backend-webgpu": ("dist",),
     "@litertjs/core": ("dist", "wasm"),
+    "@litertjs/wasm-utils": ("dist",),
     "chart.js": ("dist",),
 }
 
