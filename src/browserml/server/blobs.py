@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -178,12 +179,14 @@ class BlobFastPathMiddleware:
 
     prefix = "/v1/blobs/"
 
-    def __init__(self, app: ASGIApp, blobs: BlobApp) -> None:
-        self.app, self.blobs = app, blobs
+    def __init__(self, app: ASGIApp, blobs: BlobApp, count: Callable[[], None] | None = None) -> None:
+        self.app, self.blobs, self.count = app, blobs, count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] == "http" and path.startswith(self.prefix) and _header(scope, b"origin") is None:
+            if self.count is not None:
+                self.count()
             await self.blobs.serve(scope, receive, send, path[len(self.prefix) :])
             return
         await self.app(scope, receive, send)

@@ -83,6 +83,11 @@ class Metrics:
         self.retention_deleted = Counter(
             "browserml_telemetry_retention_deleted", "Rows deleted by telemetry retention.", registry=r
         )
+        self.blob_fast_path = Counter(
+            "browserml_blob_fast_path_requests",
+            "Blob requests answered by the fast path (no Origin header); not in the HTTP "
+            "histograms, to keep revalidations cheap.", registry=r,
+        )
         self._children: dict[tuple[str, str, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
 

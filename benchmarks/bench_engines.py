@@ -1,0 +1,240 @@
+"""Engines benchmark (issue 8): the SDK's automatic (engine, backend, variant) against every allowed
+candidate and against TF.js as a page would start it, in headless Chromium against a real server.
+
+For each build (default: ``build/digits`` and, when present, ``build/cnn224``):
+
+1. every candidate forced through the SDK — TF.js x {wasm, webgl, cpu} (one TF.js variant: TF.js
+   dequantizes uint8/float16 weights to float32 at load, so they compute alike), TF.js wasm with
+   ``threads: 2``, LiteRT.js x {tflite-int8, tflite-float16, tflite-float32} — median ms of
+   ``classify(ImageData)`` at the model's input size;
+2. the SDK's automatic choice after its LiteRT.js upgrade, with int8 allowed and with float32
+   only (no tflite-int8), and its ratio to the fastest allowed candidate (target <= 1.05x);
+3. TF.js's default start on the same page and files: ``tf.min.js`` with the backend it picks
+   (webgl here), and the wasm backend as it starts (1 thread on 2 cores) — the issue's baseline;
+4. cold time to first prediction (fresh profile, navigation start -> first answer) for the SDK
+   (auto) and for the SDK with LiteRT.js off (TF.js alone), plus the repeat visit after the upgrade.
+
+Ratios are measured in one run. Run from the repo root:
+
+    .venv/bin/python benchmarks/bench_engines.py --builds build/digits build/cnn224 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from browserml.browser import launch_browser
+from browserml.registry import Registry
+from browserml.server.run import BackgroundServer, start_in_thread
+from browserml.settings import PROJECT_ROOT, Settings
+from browserml.variants import read_build
+
+PAGE = "/demo/bench.html"
+
+# Random pixels at the model's input size, one classifier, n timed classify calls after warm-up;
+# `upgrade` waits for the LiteRT.js verdict first. Timing stops early past `budgetMs` (>= 5 runs).
+SDK_TIMING = """
+async ([model, options, n, budgetMs, upgrade]) => {
+  const { BrowserML } = await import('/sdk/browserml.js');
+  const clf = await BrowserML.load({ model, shared: false, remember: false, ...options });
+  const { height, width } = clf._impl.manifest.input;
+  const rgba = new Uint8ClampedArray(width * height * 4)
+    .map((_, i) => (i % 4 === 3 ? 255 : (i * 7919) % 256));
+  const img = new ImageData(rgba, width, height);
+  await clf.classify(img);
+  const up = upgrade ? await clf.upgraded() : null;
+  for (let i = 0; i < 2; i += 1) await clf.classify(img);
+  const times = [];
+  const t0 = performance.now();
+  while (times.length < n && (times.length < 5 || performance.now() - t0 < budgetMs)) {
+    const a = performance.now();
+    await clf.classify(img);
+    times.push(performance.now() - a);
+  }
+  const s = clf.stats();
+  await clf.dispose();
+  times.sort((a, b) => a - b);
+  return { ms: times[times.length >> 1], runs: times.length, engine: s.engine, backend: s.backend,
+           variant: s.variant, threads: s.threads, upgrade: up && { state: up.state, reason: up.reason } };
+}
+"""
+
+# TF.js as a page would start it: tf.min.js, the same verified files, the backend TF.js picks
+# (or wasm as it starts), predict in tf.tidy on the same pixels, data() read each call.
+TFJS_DEFAULT = """
+async ([model, n, budgetMs, backend]) => {
+  await import('/vendor/@tensorflow/tfjs/dist/tf.min.js');
+  if (backend === 'wasm') {
+    await import('/vendor/@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js');
+    tf.wasm.setWasmPaths('/vendor/@tensorflow/tfjs-backend-wasm/dist/');
+    await tf.setBackend('wasm');
+  }
+  await tf.ready();
+  const { fetchManifest, loadVariantFiles, buildArtifacts } = await import('/sdk/loader.js');
+  const { manifest } = await fetchManifest({ server: location.origin, model });
+  const variant = manifest.variants.find((v) => (v.engine || 'tfjs') === 'tfjs');
+  const files = await loadVariantFiles(variant, { server: location.origin });
+  const m = await tf.loadLayersModel(tf.io.fromMemory(buildArtifacts(variant, files.files)));
+  const { height, width, channels } = manifest.input;
+  const x = tf.randomUniform([1, height, width, channels || 3], 0, 255);
+  const run = async () => { const y = m.predict(x); await y.data(); y.dispose(); };
+  for (let i = 0; i < 3; i += 1) await run();
+  const times = [];
+  const t0 = performance.now();
+  while (times.length < n && (times.length < 5 || performance.now() - t0 < budgetMs)) {
+    const a = performance.now();
+    await run();
+    times.push(performance.now() - a);
+  }
+  times.sort((a, b) => a - b);
+  return { ms: times[times.length >> 1], runs: times.length, backend: tf.getBackend(),
+           threads: tf.getBackend() === 'wasm' ? tf.wasm.getThreadsCount() : null };
+}
+"""
+
+FIRST_PREDICTION = """
+async ([model, options]) => {
+  const { BrowserML } = await import('/sdk/browserml.js');
+  const clf = await BrowserML.load({ model, shared: false, ...options });
+  const { height, width } = clf._impl.manifest.input;
+  const img = new ImageData(new Uint8ClampedArray(width * height * 4).fill(128), width, height);
+  const a = await clf.classify(img);
+  const ttfp = performance.now();
+  const up = await clf.upgraded();
+  return { ttfp, engine: a.engine, backend: a.backend, variant: a.variant, upgrade: up.state,
+           after: clf.stats().engine + '/' + clf.stats().variant };
+}
+"""
+
+
+def serve(build: Path, name: str, data_dir: Path) -> BackgroundServer:
+    settings = Settings(data_dir=data_dir)
+    with Registry(settings) as registry:
+        registry.publish(build, name, channel="stable")
+    return start_in_thread(settings)
+
+
+def in_page(context, url: str, script: str, args: list) -> dict:
+    page = context.new_page()
+    try:
+        page.goto(url + PAGE)
+        return page.evaluate(script, args)
+    finally:
+        page.close()
+
+
+def candidates(build: Path, with_cpu: bool) -> list[tuple[str, dict]]:
+    """(label, SDK options) forcing each candidate."""
+    names = {v.name for v in read_build(build).variants}
+    tfjs_variant = "uint8" if "uint8" in names else "float32"
+    backends = ["wasm", "webgl"] + (["cpu"] if with_cpu else [])
+    out = [(f"tfjs/{b}/{tfjs_variant}", {"backends": [b], "variants": [tfjs_variant], "litert": "off"})
+           for b in backends]
+    out.append((f"tfjs/wasm/{tfjs_variant} threads:2",
+                {"backends": ["wasm"], "variants": [tfjs_variant], "litert": "off", "threads": 2}))
+    for v in ("tflite-int8", "tflite-float16", "tflite-float32"):
+        if v in names:
+            out.append((f"litert/wasm/{v}", {"backends": ["wasm"], "variants": [tfjs_variant, v],
+                                             "litert": "force"}))
+    return out
+
+
+def cold_ttfp(url: str, model: str, options: dict) -> dict:
+    with launch_browser() as context:
+        page = context.new_page()
+        page.goto(url + PAGE)
+        cold = page.evaluate(FIRST_PREDICTION, [model, options])
+        page.reload()
+        repeat = page.evaluate(FIRST_PREDICTION, [model, options])
+    return {"cold": cold, "repeat": repeat}
+
+
+def bench_build(build: Path, rounds: int, n: int, budget_ms: int) -> dict:
+    name = read_build(build).name
+    med = statistics.median
+    with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp, serve(build, name, Path(tmp)) as server:
+        url = server.url
+        rows: dict[str, list[dict]] = {}
+        with launch_browser() as context:
+            for _ in range(rounds):
+                for label, options in candidates(build, with_cpu=name == "digits"):
+                    forced = options.get("litert") == "force"
+                    rows.setdefault(label, []).append(
+                        in_page(context, url, SDK_TIMING, [name, options, n, budget_ms, forced]))
+                rows.setdefault("sdk auto (int8 allowed)", []).append(
+                    in_page(context, url, SDK_TIMING, [name, {}, n, budget_ms, True]))
+                float_only = [v.name for v in read_build(build).variants if v.name != "tflite-int8"]
+                rows.setdefault("sdk auto (float32 only)", []).append(
+                    in_page(context, url, SDK_TIMING, [name, {"variants": float_only}, n, budget_ms, True]))
+                rows.setdefault("tfjs default start", []).append(
+                    in_page(context, url, TFJS_DEFAULT, [name, n, budget_ms, "default"]))
+                rows.setdefault("tfjs wasm as it starts", []).append(
+                    in_page(context, url, TFJS_DEFAULT, [name, n, budget_ms, "wasm"]))
+        ttfp = {"sdk auto": [cold_ttfp(url, name, {}) for _ in range(rounds)],
+                "tfjs alone (litert off)": [cold_ttfp(url, name, {"litert": "off"}) for _ in range(rounds)]}
+    summary = {label: {"ms": med(r["ms"] for r in runs), **{k: runs[-1].get(k) for k in
+               ("engine", "backend", "variant", "threads", "upgrade")}} for label, runs in rows.items()}
+    fixed = {k: v for k, v in summary.items() if not k.startswith(("sdk", "tfjs default", "tfjs wasm as"))}
+    allowed_f32 = {k: v for k, v in fixed.items() if "int8" not in k}
+    best = min(fixed.items(), key=lambda kv: kv[1]["ms"])
+    best_f32 = min(allowed_f32.items(), key=lambda kv: kv[1]["ms"])
+    auto, auto_f32 = summary["sdk auto (int8 allowed)"], summary["sdk auto (float32 only)"]
+    default, wasm_start = summary["tfjs default start"], summary["tfjs wasm as it starts"]
+    return {
+        "model": name, "rows": summary, "runs": rows,
+        "fastest": best[0], "fastest_float32": best_f32[0],
+        "auto_over_fastest": auto["ms"] / best[1]["ms"],
+        "auto_f32_over_fastest_f32": auto_f32["ms"] / best_f32[1]["ms"],
+        "speedup_vs_default": default["ms"] / auto["ms"],
+        "speedup_f32_vs_default": default["ms"] / auto_f32["ms"],
+        "speedup_vs_wasm_start": wasm_start["ms"] / auto["ms"],
+        "speedup_f32_vs_wasm_start": wasm_start["ms"] / auto_f32["ms"],
+        "ttfp": {k: {"cold_ms": med(r["cold"]["ttfp"] for r in v),
+                     "repeat_ms": med(r["repeat"]["ttfp"] for r in v),
+                     "cold_engine": v[-1]["cold"]["engine"], "after_upgrade": v[-1]["cold"]["after"],
+                     "repeat_engine": v[-1]["repeat"]["engine"]} for k, v in ttfp.items()},
+    }
+
+
+def print_table(report: dict) -> None:
+    print(f"\n### {report['model']}\n")
+    print("| candidate | median ms | engine/backend/variant | threads |")
+    print("| --- | ---: | --- | ---: |")
+    for label, row in report["rows"].items():
+        what = f"{row.get('engine') or 'tfjs'}/{row['backend']}/{row.get('variant') or ''}"
+        print(f"| {label} | {row['ms']:.2f} | {what} | {row.get('threads')} |")
+    print()
+    print(f"- SDK auto / fastest allowed ({report['fastest']}): {report['auto_over_fastest']:.2f}x; "
+          f"float32 only / fastest float32 ({report['fastest_float32']}): "
+          f"{report['auto_f32_over_fastest_f32']:.2f}x")
+    print(f"- speed-up vs TF.js default start: {report['speedup_vs_default']:.1f}x (int8 allowed), "
+          f"{report['speedup_f32_vs_default']:.1f}x (float32 only); vs TF.js wasm as it starts: "
+          f"{report['speedup_vs_wasm_start']:.1f}x / {report['speedup_f32_vs_wasm_start']:.1f}x")
+    for k, v in report["ttfp"].items():
+        print(f"- cold time to first prediction, {k}: {v['cold_ms']:.0f} ms (answered by {v['cold_engine']}, "
+              f"then {v['after_upgrade']}); repeat visit {v['repeat_ms']:.0f} ms on {v['repeat_engine']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--builds", type=Path, nargs="+",
+                        default=[PROJECT_ROOT / "build" / b for b in ("digits", "cnn224")
+                                 if (PROJECT_ROOT / "build" / b / "variants.json").is_file()])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--predictions", type=int, default=30)
+    parser.add_argument("--budget-ms", type=int, default=4000, help="stop timing a candidate after this")
+    parser.add_argument("--json", type=Path, help="also write the full report here")
+    args = parser.parse_args()
+    reports = [bench_build(b, args.rounds, args.predictions, args.budget_ms) for b in args.builds]
+    if args.json:
+        args.json.write_text(json.dumps(reports, indent=1))
+    for report in reports:
+        print_table(report)
+
+
+if __name__ == "__main__":
+    main()
