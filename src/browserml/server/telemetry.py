@@ -17,6 +17,9 @@ Contract (what the SDK's HTTP sink relies on):
 The store is blocking (sqlite3 / psycopg), so batches run on a dedicated writer pool sized by the
 store (one thread for SQLite, whose single writer connection then never waits on a lock; several
 for PostgreSQL), keeping the event loop free to parse the next requests while a commit fsyncs.
+**Group commit:** batches that arrive while every writer is busy wait in a queue and the next free
+writer stores all of them in one transaction, so under load one fsync (and one set of rollup
+upserts) serves many requests; each request is still answered only after its own events commit.
 Retention runs on the same pool in small chunks, so it interleaves with ingest instead of blocking it.
 """
 
@@ -83,6 +86,36 @@ class TelemetryService:
         self.writer = ThreadPoolExecutor(max_workers=store.writers, thread_name_prefix="telemetry-writer")
         self.limiter = RateLimiter(settings.telemetry_rate, settings.telemetry_burst)
         self._retention: asyncio.Task[None] | None = None
+        self._queue: list[tuple[list, int, asyncio.Future[int]]] = []
+        self._flushers = 0
+
+    async def store_batch(self, events: list, received_ms: int) -> int:
+        """Queue one validated batch for the next group commit; return once it is committed
+        (raise what the store raised if that commit failed)."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append((events, received_ms, future))
+        if self._flushers < self.store.writers:
+            self._flushers += 1
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        """Drain the queue, committing everything queued so far in one transaction per round."""
+        try:
+            while self._queue:
+                group, self._queue = self._queue, []
+                try:
+                    await self.write(self.store.ingest_many, [(e, r) for e, r, _ in group])
+                except Exception as exc:
+                    for *_, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for events, _, future in group:
+                    if not future.done():
+                        future.set_result(len(events))
+        finally:
+            self._flushers -= 1
 
     async def write(self, fn: Any, *args: Any) -> Any:
         """Run a blocking store call on the writer pool."""
@@ -182,7 +215,7 @@ async def ingest(request: Request) -> Response:
     if events:
         started = time.perf_counter()
         try:
-            await service.write(service.store.ingest, events, int(time.time() * 1000))
+            await service.store_batch(events, int(time.time() * 1000))
         except Exception:
             metrics.db_errors.labels("ingest").inc()
             metrics.batches.labels("db_error").inc()

@@ -3,7 +3,9 @@
 Contract
 --------
 * :meth:`TelemetryStore.ingest` writes one batch — its raw events *and* the rollup rows they change —
-  in **one transaction** and returns only after the commit, so the server answers 2xx only for
+  in **one transaction** and returns only after the commit (:meth:`ingest_many` does the same for
+  several batches at once: the server's group commit, one fsync for every batch that queued while
+  the previous commit was in flight), so the server answers 2xx only for
   events that survive a crash (SQLite: WAL with ``synchronous=FULL``, the commit fsyncs the WAL;
   PostgreSQL: the default ``synchronous_commit=on``). A batch is all or nothing.
 * Reads (:meth:`summary`, :meth:`series`, :meth:`models`) never block ingest: WAL readers and
@@ -176,9 +178,24 @@ class TelemetryStore(ABC):
     def ingest(self, events: Sequence[Event], received_ms: int) -> int:
         """Given validated events and the server time they arrived (ms since the epoch), store
         them durably with their rollups in one transaction; return how many were stored."""
-        if not events:
+        return self.ingest_many([(events, received_ms)])
+
+    def ingest_many(self, batches: Sequence[tuple[Sequence[Event], int]]) -> int:
+        """Store several batches in ONE transaction (one fsync): the server's group commit.
+        All or nothing, like :meth:`ingest`; return how many events were stored."""
+        rows: list[tuple[Any, ...]] = []
+        minutes: dict[tuple, list] = {}
+        for events, received_ms in batches:
+            batch_rows, batch_minutes = fold(events, received_ms)
+            rows += batch_rows
+            for key, values in batch_minutes.items():
+                have = minutes.get(key)
+                if have is None:
+                    minutes[key] = values
+                else:
+                    merge_into(have, values)
+        if not rows:
             return 0
-        rows, minutes = fold(events, received_ms)
         self._write(rows, coarser(minutes))
         return len(rows)
 
