@@ -6,13 +6,15 @@ targets: TF.js uint8 <= 0.26x float32 with <= 0.5 pp loss, float16 <= 0.51x with
 tflite-int8 <= 0.26x with <= 0.5 pp.
 
     .venv/bin/python benchmarks/bench_convert.py [--quick] [--out reports/convert.md]
+
+Runs and builds are kept under ``--workdir`` (``runs/<slug>``, ``build/<slug>``) so that
+``browserml bench`` can measure the same models afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +30,8 @@ CONFIGS = {
     "mobilenetv2 224 (shapes)": RunConfig(data="shapes", arch="mobilenetv2", input_size=224,
                                           epochs=6, limit=1600, batch_size=32),
 }
+SLUGS = {"digits (cnn 28, mnist)": "digits", "reference cnn 224 (shapes)": "cnn224",
+         "mobilenetv2 224 (shapes)": "mnv2-224"}
 TARGETS = {"float16": (0.51, 0.1), "uint8": (0.26, 0.5), "tflite-int8": (0.26, 0.5)}
 
 
@@ -54,18 +58,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Digits only.")
     parser.add_argument("--out", type=Path, default=Path("reports/convert.md"))
+    parser.add_argument("--workdir", type=Path, default=Path("."),
+                        help="Where runs/<slug> and build/<slug> are kept.")
     args = parser.parse_args()
     sections = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for title, config in CONFIGS.items():
-            if args.quick and "digits" not in title:
-                continue
-            started = time.perf_counter()
-            result = train(config, Path(tmp) / "run")
-            build = convert(Path(tmp) / "run", Path(tmp) / "build", name="bench")
-            section = markdown(title, build, time.perf_counter() - started, result.test_accuracy)
-            print(section, flush=True)
-            sections.append(section)
+    for title, config in CONFIGS.items():
+        if args.quick and "digits" not in title:
+            continue
+        slug = SLUGS[title]
+        run_dir, build_dir = args.workdir / "runs" / slug, args.workdir / "build" / slug
+        started = time.perf_counter()
+        result = train(config, run_dir)
+        build = convert(run_dir, build_dir, name=slug)
+        section = markdown(title, build, time.perf_counter() - started, result.test_accuracy)
+        print(section, flush=True)
+        sections.append(section)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(sections))
 

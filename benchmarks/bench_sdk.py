@@ -6,8 +6,8 @@ Measures, on the real digits build (``build/digits`` from ``make demo`` / ``brow
    on a repeat visit (reload: model files from the Cache API, remembered backend) — target <= 0.2x;
 2. the SDK's chosen backend against TF.js's default backend on the same page and model — the
    hand-written page a team would write (``tf.min.js``, default backend, tf.tidy) — ratio;
-3. 10,000 predictions through ``classify(blob)``: numTensors drift (target 0) and JS heap growth
-   after GC (target < 5 MB);
+3. 10,000 predictions through ``classify`` (the soak of ``browserml bench``): numTensors drift
+   (target 0) and JS heap growth after GC (target < 5 MB);
 4. the reference team's naive pattern (model loaded per call, nothing disposed) beside the SDK on
    the same page: per-call time ratio and tensors leaked per call.
 
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from browserml.bench.sdk import soak
 from browserml.browser import launch_browser
 from browserml.registry import Registry
 from browserml.server.run import BackgroundServer, start_in_thread
@@ -90,23 +91,6 @@ async ([b64, n]) => {
   await clf.dispose();
   const med = (a) => a.sort((x, y) => x - y)[a.length >> 1];
   return { defaultBackend, plainMs: med(plainMs), sdkBackend: backend, sdkMs: med(sdkMs) };
-}
-"""
-
-MANY = """
-async ([b64, n]) => {
-  const { BrowserML } = await import('/sdk/browserml.js');
-  const blob = new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], { type: 'image/png' });
-  window.clf = await BrowserML.load({ model: 'digits', shared: false });
-  for (let i = 0; i < 20; i += 1) await clf.classify(blob);
-  window.before = tf.memory().numTensors;
-  window.runMany = async () => {
-    const t = performance.now();
-    for (let i = 0; i < n; i += 1) await clf.classify(blob);
-    return { ms: performance.now() - t, tensorsBefore: before, tensorsAfter: tf.memory().numTensors,
-             backend: clf.stats().backend, rebuilds: clf.stats().rebuilds };
-  };
-  return true;
 }
 """
 
@@ -179,22 +163,6 @@ def first_prediction(url: str, png: str) -> dict:
     return {"cold": cold, "repeat": repeat}
 
 
-def heap_and_drift(url: str, png: str, n: int) -> dict:
-    """n predictions; heap measured after a forced GC via the DevTools protocol."""
-    with launch_browser() as context:
-        page = context.new_page()
-        page.goto(url + PAGE)
-        page.evaluate(MANY, [png, n])
-        cdp = context.new_cdp_session(page)
-        cdp.send("HeapProfiler.collectGarbage")
-        before = cdp.send("Runtime.getHeapUsage")["usedSize"]
-        out = page.evaluate("runMany()")
-        cdp.send("HeapProfiler.collectGarbage")
-        after = cdp.send("Runtime.getHeapUsage")["usedSize"]
-    out["heapGrowthBytes"] = after - before
-    return out
-
-
 def in_fresh_page(url: str, script: str, args: list) -> dict:
     with launch_browser() as context:
         page = context.new_page()
@@ -217,7 +185,8 @@ def main() -> None:
         ttfp = [first_prediction(url, png) for _ in range(args.rounds)]
         versus = [in_fresh_page(url, VERSUS_DEFAULT, [png, 50]) for _ in range(args.rounds)]
         naive = [in_fresh_page(url, NAIVE, [png, args.naive_calls]) for _ in range(args.rounds)]
-        many = heap_and_drift(url, png, args.predictions)
+        with launch_browser() as context:
+            many = soak(context, url, [28, 28, 1], args.predictions, model="digits")
 
     med = statistics.median
     cold = med(r["cold"]["ttfp"] for r in ttfp)
@@ -232,11 +201,7 @@ def main() -> None:
         "backend": {"tfjs_default": versus[0]["defaultBackend"], "sdk": versus[0]["sdkBackend"],
                     "default_ms": plain, "sdk_ms": sdk, "sdk_over_default": sdk / plain,
                     "runs": versus},
-        "many": {"predictions": args.predictions,
-                 "numTensors_drift": many["tensorsAfter"] - many["tensorsBefore"],
-                 "heap_growth_mb": many["heapGrowthBytes"] / 1e6,
-                 "ms_per_prediction": many["ms"] / args.predictions,
-                 "backend": many["backend"], "rebuilds": many["rebuilds"]},
+        "many": {**many, "numTensors_drift": many["tensor_drift"]},
         "naive": {"naive_ms": naive_ms, "sdk_ms": naive_sdk, "sdk_over_naive": naive_sdk / naive_ms,
                   "naive_tensors_leaked_per_call": med(v["naiveLeakPerCall"] for v in naive),
                   "sdk_tensors_leaked_per_call": med(v["sdkLeakPerCall"] for v in naive),

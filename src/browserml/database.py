@@ -1,10 +1,9 @@
 """Which database BrowserML uses, and how to open a PostgreSQL pool: shared by every store.
 
-``settings.database_url`` decides for the whole process (the same rule the registry applies in
-:func:`browserml.registry.db.open_database`): unset means a SQLite file in the data dir, a
-``postgresql://`` URL means PostgreSQL through a psycopg 3 connection pool. Stores that are not the
-registry (telemetry) call :func:`database_target` and :func:`open_pool` instead of repeating that
-decision and its error messages, so the choice cannot drift between them.
+``settings.database_url`` decides for the whole process: unset means a SQLite file in the data dir,
+a ``postgresql://`` URL means PostgreSQL through a psycopg 3 connection pool. The registry and the
+telemetry store both call :func:`database_target` and :func:`open_pool`, so the choice and its
+error messages cannot drift between them.
 """
 
 from __future__ import annotations

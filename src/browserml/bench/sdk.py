@@ -55,8 +55,11 @@ async ([model, shape]) => {
   for (let i = 0; i < 20; i++) await clf.classify(image);
   window.soak = async (n) => {
     const before = tf.memory().numTensors;
+    const t0 = performance.now();
     for (let i = 0; i < n; i++) await clf.classify(image);
-    return { before, after: tf.memory().numTensors, backend: clf.stats().backend };
+    const s = clf.stats();
+    return { before, after: tf.memory().numTensors, ms: performance.now() - t0,
+             backend: s.backend, engine: s.engine, rebuilds: s.rebuilds };
   };
 }
 """
@@ -68,11 +71,12 @@ def timed_visit(page, url: str, shape: list[int], n: int) -> dict:
     return page.evaluate(LOAD_AND_TIME, [NAME, n, shape])
 
 
-def soak(context, url: str, shape: list[int], predictions: int) -> dict:
-    """Run ``predictions`` classifications; return tensor and heap drift (heap after forced GC)."""
+def soak(context, url: str, shape: list[int], predictions: int, model: str = NAME) -> dict:
+    """Run ``predictions`` classifications of ``model``; return tensor and heap drift (heap
+    measured after a forced GC through the DevTools protocol) and the time per prediction."""
     page = context.new_page()
     page.goto(url + PAGE)
-    page.evaluate(SOAK_SETUP, [NAME, shape])
+    page.evaluate(SOAK_SETUP, [model, shape])
     cdp = context.new_cdp_session(page)
     cdp.send("HeapProfiler.collectGarbage")
     heap_before = cdp.send("Runtime.getHeapUsage")["usedSize"]
@@ -81,7 +85,9 @@ def soak(context, url: str, shape: list[int], predictions: int) -> dict:
     heap_after = cdp.send("Runtime.getHeapUsage")["usedSize"]
     page.close()
     return {"predictions": predictions, "tensor_drift": result["after"] - result["before"],
-            "heap_growth_mb": (heap_after - heap_before) / 1e6, "backend": result["backend"]}
+            "heap_growth_mb": (heap_after - heap_before) / 1e6,
+            "ms_per_prediction": result["ms"] / predictions, "backend": result["backend"],
+            "engine": result["engine"], "rebuilds": result["rebuilds"]}
 
 
 def bench_sdk(build_dir: Path, build: Build, n: int, soak_predictions: int) -> dict:

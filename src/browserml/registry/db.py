@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from ..database import database_target, open_pool
 from ..errors import NotFoundError, RegistryError
 from ..settings import Settings
 
@@ -318,18 +318,9 @@ class PostgresDatabase(Database):
 
     def __init__(self, url: str, *, max_size: int = 8, timeout_s: float = 10.0) -> None:
         import psycopg
-        from psycopg_pool import ConnectionPool, PoolTimeout
 
         self._psycopg = psycopg
-        self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False)
-        try:
-            self.pool.open(wait=True, timeout=timeout_s)
-        except PoolTimeout:
-            self.pool.close()
-            raise RegistryError(
-                f"cannot connect to PostgreSQL at {_redact(url)} within {timeout_s:.0f} s; "
-                "check BROWSERML_DATABASE_URL and that the server is running"
-            ) from None
+        self.pool = open_pool(url, max_size=max_size, timeout_s=timeout_s)
         self.create_schema()
 
     @contextmanager
@@ -349,24 +340,12 @@ class PostgresDatabase(Database):
         self.pool.close()
 
 
-def _redact(url: str) -> str:
-    """Given a database URL, return it without its password, fit for an error message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def open_database(settings: Settings) -> Database:
     """Given settings, return the PostgreSQL database when ``database_url`` is set, else the
-    SQLite file in the data dir."""
-    url = settings.database_url
-    if url:
-        if not url.startswith(("postgresql://", "postgres://")):
-            raise RegistryError(
-                f"BROWSERML_DATABASE_URL must start with postgresql:// (got {_redact(url)!r}); "
-                "unset it to use SQLite in the data dir"
-            )
-        return PostgresDatabase(url)
+    SQLite file in the data dir (the choice :func:`browserml.database.database_target` makes for
+    every store)."""
+    target = database_target(settings)
+    if target.is_postgres:
+        assert target.url is not None
+        return PostgresDatabase(target.url)
     return SQLiteDatabase(settings.database_path)
