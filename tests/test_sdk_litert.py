@@ -168,8 +168,8 @@ def test_thousand_litert_predictions_no_heap_growth(sdk_server, digit_pngs):
     assert out["engines"] == ["litert"]
     assert out["labels"] == [str(digit)]
     assert out["before"]["numTensors"] == 0 and out["after"]["numTensors"] == 0
-    assert out["before"]["numBytes"] > 0
-    assert out["after"]["numBytes"] - out["before"]["numBytes"] <= 1 << 20, out
+    assert out["before"]["wasmHeapBytes"] > 0
+    assert out["after"]["wasmHeapBytes"] - out["before"]["wasmHeapBytes"] <= 1 << 20, out
     assert out["checks"] >= 10
 
 

@@ -267,6 +267,7 @@ export function toInputArray(img, spec, out) {
   const W = spec.width;
   const result = out && out.length === H * W * channels ? out : new Float32Array(H * W * channels);
   const src = img.data;
+  if (img.width === W && img.height === H) return copyPixels(src, H * W, channels, scale, offset, result);
   const fy = img.height / H;
   const fx = img.width / W;
   const rgb = [0, 0, 0];
@@ -298,4 +299,26 @@ export function toInputArray(img, spec, out) {
     }
   }
   return result;
+}
+
+/**
+ * Same-size fast path of toInputArray: RGBA to RGB (or luma) floats, no interpolation.
+ * @param {ArrayLike<number>} src RGBA @param {number} n pixels @param {number} channels
+ * @param {number} scale @param {number} offset @param {Float32Array} out
+ */
+function copyPixels(src, n, channels, scale, offset, out) {
+  if (channels === 1) {
+    for (let p = 0; p < n; p += 1) {
+      const i = p * 4;
+      out[p] = (src[i] * 0.299 + src[i + 1] * 0.587 + src[i + 2] * 0.114) * scale + offset;
+    }
+  } else {
+    for (let p = 0, j = 0; p < n; p += 1, j += 3) {
+      const i = p * 4;
+      out[j] = src[i] * scale + offset;
+      out[j + 1] = src[i + 1] * scale + offset;
+      out[j + 2] = src[i + 2] * scale + offset;
+    }
+  }
+  return out;
 }

@@ -37,7 +37,7 @@ test('plan: auto mode tries LiteRT.js only on a capable device for a model TF.js
   assert.match(litertPlan({ ...base, remembered: { litert: 'slower' } }).reason, /remembered.*slower/);
 });
 
-test('plan: force skips the device, size and memory rules; off never loads', () => {
+test('plan: force skips the device, size and remembered rules; off never loads', () => {
   const slowDevice = { ...CAPABLE, crossOriginIsolated: false, threads: false, relaxedSimd: false };
   assert.equal(litertPlan({ mode: 'force', features: slowDevice, variants: ['x'], tfjsMs: 0.1, remembered: { litert: 'slower' } }).go, true);
   assert.equal(litertPlan({ mode: 'force', features: { ...slowDevice, wasm: false }, variants: ['x'], tfjsMs: 50 }).go, false);

@@ -244,13 +244,17 @@ export class LitertEngine {
     return null;
   }
 
-  /** numBytes: the wasm heap (it never shrinks, so growth is what to watch); numTensors: live tensors. */
+  /**
+   * numTensors: live LiteRT.js tensors (0 between calls); wasmHeapBytes: the wasm heap. The heap is
+   * reported under its own name, not `numBytes`, because a wasm heap never shrinks: a byte budget
+   * on it could only trigger rebuilds that free nothing. Growth across calls is what to watch.
+   */
   memory() {
-    let numBytes = 0;
+    let wasmHeapBytes = 0;
     try {
-      numBytes = this.runtime.liteRtWasm.HEAPU8.buffer.byteLength;
+      wasmHeapBytes = this.runtime.liteRtWasm.HEAPU8.buffer.byteLength;
     } catch { /* not started */ }
-    return { numTensors: this.live, numBytes };
+    return { numTensors: this.live, wasmHeapBytes };
   }
 
   /** @param {any} model */
