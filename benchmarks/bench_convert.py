@@ -5,7 +5,7 @@ the ratio to float32 (ours / baseline) and the accuracy change in percentage poi
 targets: TF.js uint8 <= 0.26x float32 with <= 0.5 pp loss, float16 <= 0.51x with <= 0.1 pp,
 tflite-int8 <= 0.26x with <= 0.5 pp.
 
-    .venv/bin/python benchmarks/bench_convert.py [--quick] [--out reports/convert.md]
+    .venv/bin/python benchmarks/bench_convert.py [--quick | --only cnn224 ...] [--out reports/convert.md]
 
 Runs and builds are kept under ``--workdir`` (``runs/<slug>``, ``build/<slug>``) so that
 ``browserml bench`` can measure the same models afterwards.
@@ -25,10 +25,10 @@ from browserml.train import RunConfig, train
 
 CONFIGS = {
     "digits (cnn 28, mnist)": RunConfig(data="mnist", arch="cnn", input_size=28, epochs=5),
-    "reference cnn 224 (shapes)": RunConfig(data="shapes", arch="cnn", input_size=224, epochs=4,
+    "reference cnn 224 (shapes)": RunConfig(data="shapes", arch="cnn", input_size=224, epochs=10,
                                             limit=1600, batch_size=32),
     "mobilenetv2 224 (shapes)": RunConfig(data="shapes", arch="mobilenetv2", input_size=224,
-                                          epochs=6, limit=1600, batch_size=32),
+                                          epochs=8, limit=1600, batch_size=32),
 }
 SLUGS = {"digits (cnn 28, mnist)": "digits", "reference cnn 224 (shapes)": "cnn224",
          "mobilenetv2 224 (shapes)": "mnv2-224"}
@@ -57,15 +57,17 @@ def markdown(title: str, build, seconds: float, test_accuracy: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Digits only.")
+    parser.add_argument("--only", choices=sorted(SLUGS.values()), action="append",
+                        help="Run only these configurations (repeatable).")
     parser.add_argument("--out", type=Path, default=Path("reports/convert.md"))
     parser.add_argument("--workdir", type=Path, default=Path("."),
                         help="Where runs/<slug> and build/<slug> are kept.")
     args = parser.parse_args()
     sections = []
     for title, config in CONFIGS.items():
-        if args.quick and "digits" not in title:
-            continue
         slug = SLUGS[title]
+        if (args.quick and slug != "digits") or (args.only and slug not in args.only):
+            continue
         run_dir, build_dir = args.workdir / "runs" / slug, args.workdir / "build" / slug
         started = time.perf_counter()
         result = train(config, run_dir)
