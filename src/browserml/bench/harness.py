@@ -1,8 +1,9 @@
 """The benchmark harness: every (engine, backend, variant, batch) in real headless Chromium, beside
 native TensorFlow and native LiteRT, in one run.
 
-Each configuration runs in a fresh page, in A B ... B A order over two repeats, so warm caches and
-thermal drift do not favour one; the report keeps both repeats' medians and their spread.
+Each configuration runs in a fresh browser, in A B ... B A order over two repeats, so warm caches
+and thermal drift do not favour one and a crash costs only its own row; the report keeps both
+repeats' medians and their spread.
 """
 
 from __future__ import annotations
@@ -124,6 +125,15 @@ def run_page(context, origin: str, config: Config, shape: list[int], n: int, bud
         page.close()
 
 
+def run_isolated(mounts: dict[str, Path], config: Config, shape: list[int], n: int,
+                 budget_ms: float) -> dict:
+    """Measure one configuration in its own browser: a backend that exhausts memory (a 100 MB
+    model on software WebGL) or crashes the GPU process takes down only its own measurement."""
+    with launch_browser(["--enable-unsafe-webgpu"]) as context:
+        origin = route_local_files(context, mounts)
+        return run_page(context, origin, config, shape, n, budget_ms)
+
+
 def summarise(config: Config, runs: list[dict]) -> Summary:
     """Combine a configuration's repeats into one summary."""
     medians = [statistics.median(r["times"]) for r in runs]
@@ -151,18 +161,17 @@ def run_browser(build_dir: Path, build: Build, configs: list[Config], n: int, re
     raw: dict[Config, list[dict]] = {c: [] for c in configs}
     errors: dict[Config, str] = {}
     browser_env: dict = {}
-    with launch_browser(["--enable-unsafe-webgpu"]) as context, progress_bar() as bar:
-        mounts = {"/static/": STATIC, "/model/": build_dir, **vendor_mounts(BENCH_PACKAGES)}
-        for variant, folder in (extra_models or {}).items():
-            mounts[f"/model/{variant}/"] = folder
-        origin = route_local_files(context, mounts)
+    mounts = {"/static/": STATIC, "/model/": build_dir, **vendor_mounts(BENCH_PACKAGES)}
+    for variant, folder in (extra_models or {}).items():
+        mounts[f"/model/{variant}/"] = folder
+    with progress_bar() as bar:
         order = abba(configs, repeats)
         task = bar.add_task("browser", total=len(order), status="")
         for _repeat, config in order:
             bar.update(task, status=config.label)
             if config not in errors:
                 try:
-                    result = run_page(context, origin, config, shape, n, budget_ms)
+                    result = run_isolated(mounts, config, shape, n, budget_ms)
                     browser_env = result.pop("env")
                     raw[config].append(result)
                 except Exception as exc:  # Playwright raises its own Error for page failures
