@@ -385,13 +385,15 @@ def split_list(value: str | None) -> list[str] | None:
               help="Also run the model exported to ONNX in ONNX Runtime Web (needs the run dir).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Write an HTML report with a plot.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the tables as Markdown (for BENCHMARKS.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, soak, no_sdk, peers,
-          html_path, as_json):
+          html_path, markdown_path, as_json):
     """Benchmark every engine x backend x variant in headless Chromium against native
     TensorFlow and LiteRT on this machine, plus the SDK's own choice."""
     from .bench.harness import bench as run_bench
-    from .bench.report import table, write_html
+    from .bench.report import markdown, table, write_html
 
     try:
         batches = [int(b) for b in split_list(batch) or ["1"]]
@@ -403,6 +405,8 @@ def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, 
                        peers=peers, sdk=not no_sdk, soak=soak)
     if html_path:
         write_html(report, Path(html_path))
+    if markdown_path:
+        Path(markdown_path).write_text(markdown(report))
     if as_json:
         print_json(report.to_json())
         return

@@ -95,3 +95,26 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
 <h2>Environment</h2><pre>{env}</pre>
 """)
     return path
+
+
+def markdown(report: BenchReport) -> str:
+    """Return the report as Markdown tables (what BENCHMARKS.md quotes)."""
+    lines = [f"| {' | '.join(HEADERS)} |", "|" + " --- |" * len(HEADERS)]
+    lines += [f"| {' | '.join(row)} |" for row in rows(report)]
+    native = ", ".join(f"{k} {v:.2f} ms" for k, v in report.native.get("1", {}).items())
+    lines += ["", f"Native at batch 1 (median): {native}."]
+    if report.sdk:
+        sdk, ratios = report.sdk, report.sdk["ratios"]
+        choice = sdk["choice"]
+        lines += ["", f"SDK's own choice: {choice['engine']}/{choice['backend']}/{choice['variant']}"
+                  f" (threads {choice['threads']}), median {sdk['median_ms']:.2f} ms per classify "
+                  f"(preprocessing included); load cold {sdk['cold']['load_ms']:.0f} ms, cached "
+                  f"{sdk['cached']['load_ms']:.0f} ms ({sdk['cached_over_cold_load']:.2f}x)."]
+        parts = [f"{key.removeprefix('over_')} {value:.3f}x" for key, value in ratios.items()
+                 if key.startswith("over_") and value is not None]
+        lines.append(f"SDK / baseline: {', '.join(parts)} (fastest = {ratios['fastest_config']}).")
+        if sdk.get("soak"):
+            soaked = sdk["soak"]
+            lines.append(f"Soak of {soaked['predictions']} predictions: tensor drift "
+                         f"{soaked['tensor_drift']}, JS heap growth {soaked['heap_growth_mb']:.2f} MB.")
+    return "\n".join(lines) + "\n"
