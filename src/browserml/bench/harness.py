@@ -268,16 +268,19 @@ def bench(build_dir: Path, *, run_dir: Path | None = None, engines: list[str] | 
         from .sdk import bench_sdk
 
         report.sdk = bench_sdk(build_dir, build, n, soak)
-        report.sdk["ratios"] = sdk_ratios(report.sdk["median_ms"], results, native)
+        offered = {v.name for v in build.variants if v.offered}
+        report.sdk["ratios"] = sdk_ratios(report.sdk["median_ms"], results, native, offered)
     return report
 
 
-def sdk_ratios(sdk_ms: float, results: list[Summary], native: dict) -> dict:
-    """The SDK's automatic choice against the fastest measured configuration, TF.js's default
-    start (``webgl`` here, the backend TF.js picks by itself when one exists), the ONNX peer and
-    the native runtimes, all at batch 1."""
+def sdk_ratios(sdk_ms: float, results: list[Summary], native: dict, offered: set[str]) -> dict:
+    """The SDK's automatic choice against the fastest measured configuration it was allowed to
+    pick (variants the manifest offers: within the accuracy budget), TF.js's default start
+    (``webgl`` here, the backend TF.js picks by itself when one exists), the ONNX peer and the
+    native runtimes, all at batch 1."""
     batch1 = [r for r in results if not r.error and r.config.batch == 1]
-    fastest = min(batch1, key=lambda r: r.median_ms, default=None)
+    allowed = [r for r in batch1 if r.config.variant in offered]
+    fastest = min(allowed, key=lambda r: r.median_ms, default=None)
     default = next((r for r in batch1 if r.config.engine == "tfjs" and r.config.backend == "webgl"
                     and r.config.variant == "float32"), None)
     peer = next((r for r in batch1 if r.config.engine == "ort"), None)
