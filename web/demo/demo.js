@@ -23,7 +23,7 @@ const results = $('#results');
 const status = $('#status');
 
 /** State for tests and debugging; never holds tensors. */
-const state = { ready: false, error: null, done: 0, events: [], classifier: null, offline: 'pending' };
+const state = { ready: false, error: null, done: 0, events: [], classifier: null, offline: 'pending', waiting: [] };
 window.browsermlDemo = state;
 
 async function registerServiceWorker() {
@@ -56,10 +56,14 @@ async function start() {
     badge.title = `chosen by ${s.selection.source === 'remembered' ? 'an earlier measurement' : 'measuring'}; loaded in ${Math.round(s.load.ms)} ms`;
     state.stats = s;
     state.ready = true;
+    // Files picked while the model was loading are classified now, not dropped.
+    const waiting = state.waiting.splice(0);
+    if (waiting.length) await classifyFiles(waiting);
   } catch (err) {
     badge.dataset.state = 'error';
     badge.textContent = `model not loaded: ${err.message}`;
     state.error = err.message;
+    if (state.waiting.length) status.textContent = `cannot classify: ${err.message}`;
   }
   await swReady;
 }
@@ -116,7 +120,12 @@ function showError(el, err) {
 
 async function classifyFiles(files) {
   if (!state.ready) {
-    status.textContent = state.error ? `cannot classify: ${state.error}` : 'the model is still loading…';
+    if (state.error) {
+      status.textContent = `cannot classify: ${state.error}`;
+    } else {
+      state.waiting.push(...files);
+      status.textContent = 'the model is still loading… your images are queued';
+    }
     return;
   }
   const list = [...files];
