@@ -53,22 +53,24 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("postgres_schema_url")
 
 
+def server_settings(root: Path, **overrides: object) -> Settings:
+    """Settings for a server in ``root``: a fresh data dir, a stub SDK and demo page, one CORS
+    origin allowed; ``overrides`` replace any field."""
+    sdk = root / "sdk"
+    sdk.mkdir()
+    (sdk / "browserml.js").write_text("export const version = '0.1.0';\n")
+    demo = root / "web" / "demo"
+    demo.mkdir(parents=True)
+    (demo / "index.html").write_text("<!doctype html><title>demo</title>\n")
+    fields = {"data_dir": root / "data", "sdk_dir": sdk, "web_dir": root / "web",
+              "cors_origins": ["https://allowed.example"], **overrides}
+    return Settings(**fields)
+
+
 @pytest.fixture
 def registry_settings(tmp_path: Path, database_url: str | None) -> Settings:
     """Settings for a registry in a fresh data dir, on the parametrised database."""
-    sdk = tmp_path / "sdk"
-    sdk.mkdir()
-    (sdk / "browserml.js").write_text("export const version = '0.1.0';\n")
-    demo = tmp_path / "web" / "demo"
-    demo.mkdir(parents=True)
-    (demo / "index.html").write_text("<!doctype html><title>demo</title>\n")
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        sdk_dir=sdk,
-        web_dir=tmp_path / "web",
-        cors_origins=["https://allowed.example"],
-    )
+    return server_settings(tmp_path, database_url=database_url)
 
 
 # ------------------------------------------------------------------ synthetic builds

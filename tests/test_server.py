@@ -15,6 +15,7 @@ import pytest
 from browserml.registry import Registry
 from browserml.server.auth import token_path
 from browserml.settings import Settings
+from conftest import server_settings
 
 ISOLATION = {
     "cross-origin-opener-policy": "same-origin",
@@ -25,14 +26,7 @@ ISOLATION = {
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
     """Like ``registry_settings`` but SQLite only, for tests about HTTP rather than storage."""
-    sdk = tmp_path / "sdk"
-    sdk.mkdir()
-    (sdk / "browserml.js").write_text("export const version = '0.1.0';\n")
-    demo = tmp_path / "web" / "demo"
-    demo.mkdir(parents=True)
-    (demo / "index.html").write_text("<!doctype html><title>demo</title>\n")
-    return Settings(data_dir=tmp_path / "data", sdk_dir=sdk, web_dir=tmp_path / "web",
-                    cors_origins=["https://allowed.example"], max_upload_bytes=64 * 1024)
+    return server_settings(tmp_path, max_upload_bytes=64 * 1024)
 
 
 @pytest.fixture
