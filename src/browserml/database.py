@@ -8,6 +8,9 @@ error messages cannot drift between them.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,3 +74,17 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout_s: floa
             "check BROWSERML_DATABASE_URL and that the server is running"
         ) from None
     return pool
+
+
+@contextmanager
+def sqlite_write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Given an autocommit SQLite connection, run the block in ``BEGIN IMMEDIATE`` (the write lock
+    taken up front, so the transaction cannot fail half-way on a lock upgrade), commit on success
+    and roll back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

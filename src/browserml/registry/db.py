@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..database import database_target, open_pool
+from ..database import database_target, open_pool, sqlite_write
 from ..errors import NotFoundError, RegistryError
 from ..settings import Settings
 
@@ -294,13 +294,8 @@ class SQLiteDatabase(Database):
     def transaction(self) -> Iterator[Run]:
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with sqlite_write(conn):
                 yield conn.execute
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         finally:
             conn.close()
 

@@ -50,7 +50,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from ..database import database_target, open_pool
+from ..database import database_target, open_pool, sqlite_write
 from ..settings import Settings
 from .schema import Event
 from .stats import (
@@ -332,33 +332,19 @@ class SQLiteTelemetryStore(TelemetryStore):
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
-        with self._lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn.execute
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, sqlite_write(self._writer) as conn:
+            yield conn.execute
 
     def _write(self, rows: list[tuple[Any, ...]], rollups: list[tuple[Any, ...]]) -> None:
-        with self._lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Multi-row INSERTs of SQLITE_ROWS_PER_INSERT rows (measured ~30 % cheaper than
-                # executemany, which steps once per row), executemany for the remainder.
-                step = SQLITE_ROWS_PER_INSERT
-                whole = len(rows) - len(rows) % step
-                for first in range(0, whole, step):
-                    conn.execute(self._insert_many, list(chain.from_iterable(rows[first : first + step])))
-                conn.executemany(self._insert, rows[whole:])
-                conn.executemany(self._upsert, rollups)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, sqlite_write(self._writer) as conn:
+            # Multi-row INSERTs of SQLITE_ROWS_PER_INSERT rows (measured ~30 % cheaper than
+            # executemany, which steps once per row), executemany for the remainder.
+            step = SQLITE_ROWS_PER_INSERT
+            whole = len(rows) - len(rows) % step
+            for first in range(0, whole, step):
+                conn.execute(self._insert_many, list(chain.from_iterable(rows[first : first + step])))
+            conn.executemany(self._insert, rows[whole:])
+            conn.executemany(self._upsert, rollups)
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
