@@ -321,7 +321,7 @@ def bulk_load(settings: Any, total: int, days: int = 30) -> float:
     """Write ``total`` events spread over the last ``days`` straight into the store: raw rows in
     50,000-row transactions, and the rollups that ingest would have built (the same fold, summed
     over the whole month, then widened to hours and days). Return seconds taken."""
-    from browserml.telemetry.stats import coarser, fold, merge_into
+    from browserml.telemetry.stats import coarser, fold, merge_minutes
     from browserml.telemetry.store import open_store
 
     store = open_store(settings)
@@ -353,12 +353,7 @@ def bulk_load(settings: Any, total: int, days: int = 30) -> float:
                 e["num_tensors"], e["num_bytes"] = rng.randint(10, 40), rng.randint(1, 50) * 1_000_000
             r, m = fold([e], at)
             rows += r
-            for key, values in m.items():
-                have = minutes.get(key)
-                if have is None:
-                    minutes[key] = values
-                else:
-                    merge_into(have, values)
+            merge_minutes(minutes, m)
         store._write(rows, [])
     rollups = coarser(minutes)
     for i in range(0, len(rollups), 20_000):

@@ -161,6 +161,16 @@ def coarser(minutes: dict[tuple, list]) -> list[tuple[Any, ...]]:
     return [(*key, *values) for key, values in sorted(out.items())]
 
 
+def merge_minutes(into: dict[tuple, list], minutes: dict[tuple, list]) -> None:
+    """Add one fold's per-minute rollups into an accumulated set (several batches, one write)."""
+    for key, values in minutes.items():
+        have = into.get(key)
+        if have is None:
+            into[key] = values
+        else:
+            merge_into(have, values)
+
+
 def merge_into(into: list, values: Sequence[float]) -> None:
     """Add ``values`` into ``into`` (sums and histogram added, maxima kept)."""
     for i in range(_N_SUMS):

@@ -64,6 +64,7 @@ from .stats import (
     coarser,
     fold,
     merge_into,
+    merge_minutes,
 )
 
 EVENT_COLUMNS = (
@@ -188,12 +189,7 @@ class TelemetryStore(ABC):
         for events, received_ms in batches:
             batch_rows, batch_minutes = fold(events, received_ms)
             rows += batch_rows
-            for key, values in batch_minutes.items():
-                have = minutes.get(key)
-                if have is None:
-                    minutes[key] = values
-                else:
-                    merge_into(have, values)
+            merge_minutes(minutes, batch_minutes)
         if not rows:
             return 0
         self._write(rows, coarser(minutes))
