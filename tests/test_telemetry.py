@@ -48,7 +48,9 @@ def session_events(backend: str, n_predict: int, ms: float) -> list[dict]:
     ]
 
 
-def test_ingest_then_stats_grouped_and_over_time(registry_settings, live_server):
+@pytest.mark.parametrize("validators", [0, 1], ids=["in-process", "validator-process"])
+def test_ingest_then_stats_grouped_and_over_time(registry_settings, live_server, validators):
+    registry_settings = registry_settings.model_copy(update={"telemetry_validators": validators})
     server = live_server(registry_settings)
     wasm = session_events("wasm", 40, 10.0)
     webgl = [
@@ -95,6 +97,41 @@ def test_ingest_then_stats_grouped_and_over_time(registry_settings, live_server)
 
 def server_store(server):
     return server.server.config.app.state.telemetry.store
+
+
+def test_raw_events_read_back_as_sent(registry_settings, live_server):
+    """Raw events are stored one row per batch; the telemetry_events view gives them back as
+    typed rows, dated by the server's clock minus each event's age."""
+    server = live_server(registry_settings)
+    before = int(time.time() * 1000)
+    sent = [PREDICT | {"age_ms": 60_000.0}, {"type": "memory", "model": "digits", "num_bytes": 7}]
+    assert post(server.url, sent).status_code == 200
+    after = int(time.time() * 1000)
+    store = server_store(server)
+    with store._read() as conn:
+        rows = conn.execute(store._sql(
+            "SELECT position, at, type, version, backend, ms, batch, num_bytes, reason "
+            "FROM telemetry_events ORDER BY position"), ()).fetchall()
+    (p0, at0, *first), (p1, at1, *second) = rows
+    assert (p0, p1) == (0, 1)
+    assert before - 60_000 <= at0 <= after - 60_000 and before <= at1 <= after
+    assert first == ["predict", 3, "wasm", 12.5, 1, None, ""]
+    assert second == ["memory", 0, "", None, 1, 7, ""]  # absent fields read as the schema defaults
+
+
+def test_a_dead_validator_process_costs_no_batch(registry_settings, live_server):
+    settings = registry_settings.model_copy(update={"telemetry_validators": 1})
+    server = live_server(settings)
+    assert post(server.url, [PREDICT]).status_code == 200
+    service = server.server.config.app.state.telemetry
+    workers = list(service.validators._processes.values())
+    assert len(workers) == 1
+    os.kill(workers[0].pid, signal.SIGKILL)
+    workers[0].join(10)
+    for _ in range(3):  # the batch that finds the pool broken, and the ones after on a new pool
+        response = post(server.url, [PREDICT, PREDICT])
+        assert response.status_code == 200, response.text
+    assert server_store(server).count_events() == 7
 
 
 def test_bad_input_is_refused_with_the_reason(registry_settings, live_server):
@@ -295,11 +332,12 @@ def test_retention_deletes_old_events_in_chunks_and_keeps_rollups(tmp_path, data
     try:
         now = int(time.time() * 1000)
         old, recent = now - 40 * DAY, now - 1000
-        store.ingest([PREDICT] * 120, old)
+        for _ in range(6):
+            store.ingest([PREDICT] * 20, old)
         store.ingest([PREDICT] * 30, recent)
         assert store.count_events() == 150
         deleted = []
-        while n := store.purge_chunk(now, raw_days=30, rollup_days=35, chunk=50):
+        while n := store.purge_chunk(now, raw_days=30, rollup_days=35, chunk=2):
             deleted.append(n)
         assert len(deleted) >= 3, "deleted in several short transactions"
         assert store.count_events() == 30

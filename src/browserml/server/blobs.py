@@ -90,9 +90,9 @@ class BlobApp:
         object and no I/O."""
         if scope["method"] in ("GET", "HEAD") and is_sha256(sha256):
             if_none_match = _header(scope, b"if-none-match")
-            if if_none_match and _matches(if_none_match, sha256) and self._known(sha256):
+            if if_none_match and matches(if_none_match, sha256) and self.known(sha256):
                 await send(
-                    {"type": "http.response.start", "status": 304, "headers": _not_modified_headers(sha256)}
+                    {"type": "http.response.start", "status": 304, "headers": not_modified_headers(sha256)}
                 )
                 await send({"type": "http.response.body", "body": b""})
                 return
@@ -102,7 +102,8 @@ class BlobApp:
             response = await self._memory.response(response)
         await response(scope, receive, send)
 
-    def _known(self, sha256: str) -> bool:
+    def known(self, sha256: str) -> bool:
+        """Return True when the store has ``sha256`` (cached after the first look)."""
         try:
             self._representations(sha256)
         except NotFoundError:
@@ -121,7 +122,7 @@ class BlobApp:
         except NotFoundError as exc:
             return JSONResponse({"error": str(exc)}, 404)
         headers = Headers(scope=scope)
-        if _matches(headers.get("if-none-match"), sha256):
+        if matches(headers.get("if-none-match"), sha256):
             return Response(status_code=304, headers={**BLOB_HEADERS, "etag": f'"{sha256}"'})
         chosen = _choose(files, headers)
         extra = {"etag": f'"{sha256}"' if chosen.encoding is None else f'"{sha256}-{chosen.encoding}"'}
@@ -201,7 +202,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 @lru_cache(maxsize=4096)
-def _not_modified_headers(sha256: str) -> list[tuple[bytes, bytes]]:
+def not_modified_headers(sha256: str) -> list[tuple[bytes, bytes]]:
     """The headers of a blob's 304: what RFC 9110 asks for (ETag, Cache-Control, Vary). The
     client keeps the other headers from the 200 it cached, and each header sent costs the server
     time on the path measured against nginx."""
@@ -209,7 +210,7 @@ def _not_modified_headers(sha256: str) -> list[tuple[bytes, bytes]]:
     return [(k.encode(), v.encode()) for k, v in headers.items()]
 
 
-def _matches(if_none_match: str | None, sha256: str) -> bool:
+def matches(if_none_match: str | None, sha256: str) -> bool:
     """Given an If-None-Match value, return True when it names any representation of the blob
     (all carry the same content, so any of them is still valid)."""
     if not if_none_match:

@@ -15,6 +15,7 @@ import uvicorn
 from ..settings import Settings
 from .app import create_app
 from .auth import token_path
+from .revalidation import revalidating_protocol
 
 
 def serve(
@@ -35,12 +36,21 @@ def serve(
         host=host or settings.host,
         port=settings.port if port is None else port,
         loop="uvloop",
-        http="httptools",
+        http=http_protocol(app),
         access_log=access_log,
         proxy_headers=proxy_headers,
         server_header=False,
         log_level="info",
     )
+
+
+def http_protocol(app: object) -> type | str:
+    """Given the app, return uvicorn's ``http=``: httptools with blob revalidations answered in
+    the protocol (:mod:`.revalidation`) when the app has the blob fast path, else plain httptools."""
+    front = getattr(app, "front", None)
+    if front is None:
+        return "httptools"
+    return revalidating_protocol(front.blobs, front.count)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -80,8 +90,9 @@ def start_in_thread(settings: Settings, timeout_s: float = 15) -> BackgroundServ
     """Given settings, start ``create_app(settings)`` on a free loopback port (uvloop +
     httptools, as :func:`serve` does) and return once it accepts connections."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, loop="uvloop",
-                            http="httptools", log_level="warning", lifespan="on",
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop",
+                            http=http_protocol(app), log_level="warning", lifespan="on",
                             access_log=False, server_header=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -14,6 +14,9 @@ Contract (what the SDK's HTTP sink relies on):
   ``429`` with ``Retry-After`` when the client (by address) exceeds its token bucket of
   ``telemetry_rate`` events/s, ``telemetry_burst`` deep; ``503`` when the database fails (retry).
 
+Validation, the fold into rollup deltas and the encoding of what is stored run in validator
+processes (``settings.telemetry_validators``, :mod:`..telemetry.batch`): they are ~80 % of ingest's
+Python time, and in the server's own process they would cap it at one core's worth of GIL.
 The store is blocking (sqlite3 / psycopg), so batches run on a dedicated writer pool sized by the
 store (one thread for SQLite, whose single writer connection then never waits on a lock; several
 for PostgreSQL), keeping the event loop free to parse the next requests while a commit fsyncs.
@@ -28,9 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -38,7 +44,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..settings import Settings
-from ..telemetry.schema import BatchShapeError, validate_batch
+from ..telemetry.batch import Prepared, Received, exit_with_parent, receive
+from ..telemetry.schema import BatchShapeError
 from ..telemetry.store import TelemetryStore
 from .metrics import Metrics
 
@@ -86,14 +93,34 @@ class TelemetryService:
         self.writer = ThreadPoolExecutor(max_workers=store.writers, thread_name_prefix="telemetry-writer")
         self.limiter = RateLimiter(settings.telemetry_rate, settings.telemetry_burst)
         self._retention: asyncio.Task[None] | None = None
-        self._queue: list[tuple[list, int, asyncio.Future[int]]] = []
+        self._queue: list[tuple[Prepared, asyncio.Future[int]]] = []
         self._flushers = 0
+        self.validators = _validator_pool(settings.telemetry_validators)
 
-    async def store_batch(self, events: list, received_ms: int) -> int:
-        """Queue one validated batch for the next group commit; return once it is committed
+    async def receive(self, body: bytes, received_ms: int) -> Received:
+        """Validate, fold and encode one body (:func:`..telemetry.batch.receive`) in a validator
+        process when there are some, else here. A validator that died is replaced, and the body
+        is handled here meanwhile: a crash costs time, never a batch."""
+        max_events = self.settings.telemetry_max_events
+        pool = self.validators
+        if pool is None:
+            return receive(body, max_events, received_ms)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, receive, body, max_events, received_ms)
+        except BrokenProcessPool:
+            log.warning("a telemetry validator process died; starting a new pool")
+            self.metrics.db_errors.labels("validator").inc()
+            if self.validators is pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self.validators = _validator_pool(self.settings.telemetry_validators)
+            return receive(body, max_events, received_ms)
+
+    async def store_batch(self, batch: Prepared) -> int:
+        """Queue one prepared batch for the next group commit; return once it is committed
         (raise what the store raised if that commit failed)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((events, received_ms, future))
+        self._queue.append((batch, future))
         if self._flushers < self.store.writers:
             self._flushers += 1
             asyncio.get_running_loop().create_task(self._flush())
@@ -105,15 +132,15 @@ class TelemetryService:
             while self._queue:
                 group, self._queue = self._queue, []
                 try:
-                    await self.write(self.store.ingest_many, [(e, r) for e, r, _ in group])
+                    await self.write(self.store.commit, [batch for batch, _ in group])
                 except Exception as exc:
-                    for *_, future in group:
+                    for _, future in group:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for events, _, future in group:
+                for batch, future in group:
                     if not future.done():
-                        future.set_result(len(events))
+                        future.set_result(batch.n)
         finally:
             self._flushers -= 1
 
@@ -132,6 +159,8 @@ class TelemetryService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention
         self.writer.shutdown(wait=True)
+        if self.validators is not None:
+            self.validators.shutdown(wait=True, cancel_futures=True)
         self.store.close()
 
     async def purge(self) -> int:
@@ -159,6 +188,17 @@ class TelemetryService:
                 self.metrics.db_errors.labels("retention").inc()
                 log.exception("telemetry retention failed; will retry")
             await asyncio.sleep(self.settings.telemetry_retention_interval_s)
+
+
+def _validator_pool(processes: int) -> ProcessPoolExecutor | None:
+    """Return a pool of ``processes`` validator processes (None for 0: validate in the server).
+
+    ``spawn``, not ``fork``: the server has threads (writers, uvicorn) that a fork would copy
+    mid-flight. Workers start on the first batch and import only the telemetry modules."""
+    if processes <= 0:
+        return None
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -194,7 +234,7 @@ async def ingest(request: Request) -> Response:
         return Response(status_code=400)
 
     try:
-        batch = validate_batch(bytes(body), settings.telemetry_max_events)
+        received = await service.receive(bytes(body), int(time.time() * 1000))
     except BatchShapeError as exc:
         metrics.batches.labels("bad_request").inc()
         return _error(400, str(exc))
@@ -202,30 +242,33 @@ async def ingest(request: Request) -> Response:
         metrics.batches.labels("too_large").inc()
         return _error(413, str(exc))
 
-    events = batch.events
-    metrics.events_dropped.inc(batch.dropped)
-    report = {"accepted": len(events), "dropped": batch.dropped, "errors": batch.errors}
-    if not events and batch.dropped:
+    batch = received.batch
+    accepted = batch.n if batch else 0
+    metrics.events_dropped.inc(received.dropped)
+    report = {"accepted": accepted, "dropped": received.dropped, "errors": received.errors}
+    if batch is None:
+        if not received.dropped:
+            metrics.batches.labels("stored").inc()
+            return JSONResponse(report)
         metrics.batches.labels("all_dropped").inc()
         return JSONResponse({"error": "no valid event in the batch", **report}, status_code=400)
-    if len(events) > 1:
-        wait = service.limiter.take(client, len(events) - 1)
+    if accepted > 1:
+        wait = service.limiter.take(client, accepted - 1)
         if wait:
             return _limited(metrics, wait)
-    if events:
-        started = time.perf_counter()
-        try:
-            await service.store_batch(events, int(time.time() * 1000))
-        except Exception:
-            metrics.db_errors.labels("ingest").inc()
-            metrics.batches.labels("db_error").inc()
-            log.exception("telemetry batch could not be stored")
-            return JSONResponse(
-                {"error": "telemetry store unavailable; retry later"}, status_code=503,
-                headers={"Retry-After": "5"},
-            )
-        metrics.commit_seconds.observe(time.perf_counter() - started)
-        metrics.events_accepted.inc(len(events))
+    started = time.perf_counter()
+    try:
+        await service.store_batch(batch)
+    except Exception:
+        metrics.db_errors.labels("ingest").inc()
+        metrics.batches.labels("db_error").inc()
+        log.exception("telemetry batch could not be stored")
+        return JSONResponse(
+            {"error": "telemetry store unavailable; retry later"}, status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    metrics.commit_seconds.observe(time.perf_counter() - started)
+    metrics.events_accepted.inc(accepted)
     metrics.batches.labels("stored").inc()
     return JSONResponse(report)
 

@@ -90,34 +90,29 @@ def percentile(counts: Sequence[float], q: float) -> float | None:
     return bucket_bounds(len(counts) - 1)[0]
 
 
-def fold(events: Iterable[Event], received_ms: int) -> tuple[list[tuple[Any, ...]], dict[tuple, list]]:
-    """Given validated events (dicts) and the server time they arrived, return (raw rows for the
-    events table, {minute key: values}) — the per-minute rollup deltas of this batch.
+def fold(events: Iterable[Event], received_ms: int) -> dict[tuple, list]:
+    """Given validated events (dicts) and the server time they arrived, return {minute key:
+    values}: the per-minute rollup deltas of this batch.
 
     An event happened ``age_ms`` before ``received_ms``; that instant decides its minute. This is
-    the per-event hot path of ingest, hence the flat code."""
-    rows: list[tuple[Any, ...]] = []
+    the per-event hot path of ingest (the only Python that touches every event after validation),
+    hence the flat code."""
     minutes: dict[tuple, list] = {}
-    append = rows.append
     width = len(VALUE_COLUMNS)
     for e in events:
         get = e.get
         at = received_ms - int(get("age_ms", 0))
         kind = e["type"]
-        model, version, variant = e["model"], get("version", 0), get("variant", "")
-        engine, backend, device = get("engine", ""), get("backend", ""), get("device", "")
-        ms, warmup, num_bytes = get("ms"), get("warmup_ms"), get("num_bytes")
-        tensors, gpu, batch = get("num_tensors"), get("num_bytes_gpu"), get("batch", 1)
-        append((at, kind, model, version, variant, engine, backend, device, ms, warmup, batch, tensors,
-                num_bytes, gpu, get("phase", ""), get("code", ""), get("reason", "")))
-        key = (model, MINUTE, at - at % MINUTE, version, variant, engine, backend, device)
+        key = (e["model"], MINUTE, at - at % MINUTE, get("version", 0), get("variant", ""),
+               get("engine", ""), get("backend", ""), get("device", ""))
         v = minutes.get(key)
         if v is None:
             v = minutes[key] = [0] * width
         v[0] += 1
         v[_TYPE_SLOT[kind]] += 1
+        ms = get("ms")
         if kind == "predict":
-            v[7] += batch
+            v[7] += get("batch", 1)
             if ms is not None:
                 v[8] += ms
                 v[_FIRST_HIST + (0 if ms < HIST_MIN_MS else
@@ -128,21 +123,24 @@ def fold(events: Iterable[Event], received_ms: int) -> tuple[list[tuple[Any, ...
                 v[10] += ms
                 if ms > v[15]:
                     v[15] = ms
+            warmup = get("warmup_ms")
             if warmup is not None:
                 v[11] += 1
                 v[12] += warmup
                 if warmup > v[16]:
                     v[16] = warmup
+        num_bytes = get("num_bytes")
         if num_bytes is not None:
             v[13] += 1
             v[14] += num_bytes
             if num_bytes > v[17]:
                 v[17] = num_bytes
+        tensors, gpu = get("num_tensors"), get("num_bytes_gpu")
         if tensors is not None and tensors > v[18]:
             v[18] = tensors
         if gpu is not None and gpu > v[19]:
             v[19] = gpu
-    return rows, minutes
+    return minutes
 
 
 def coarser(minutes: dict[tuple, list]) -> list[tuple[Any, ...]]:
