@@ -6,10 +6,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
-from browserml.browser import resolve_mount
+from browserml.browser import launch_browser, resolve_mount, serve_local_files
 from browserml.errors import BrowserError, FormatError, ModelError, VerificationError
 from browserml.settings import get_settings
 from browserml.tfjs.layers_model import read_model_json
@@ -122,3 +123,26 @@ def test_pages_reach_only_their_mounts(tmp_path):
     assert resolve_mount("/model/float32/../../secret.txt", mounts) is None
     assert resolve_mount("/model/float32/", mounts) is None
     assert resolve_mount("/other/secret.txt", mounts) is None
+
+
+def test_local_files_are_served_isolated_and_a_large_file_reaches_the_page(tmp_path):
+    """The loopback file server behind verify and bench: isolation headers, 404 outside the
+    mounts, and a single 120 MB file (the reference CNN's float32 .tflite is 103 MB) arrives whole
+    in a crossOriginIsolated page — Playwright request routing used to close the browser on it."""
+    (tmp_path / "index.html").write_text("<!doctype html><title>ok</title>")
+    big = tmp_path / "big.bin"
+    with big.open("wb") as handle:
+        handle.truncate(120 * 1024 * 1024)  # sparse: no disk I/O to make it
+    with serve_local_files({"/files/": tmp_path}) as origin:
+        head = httpx.head(f"{origin}/files/big.bin")
+        assert head.status_code == 200 and head.headers["content-length"] == str(120 * 1024 * 1024)
+        assert head.headers["cross-origin-embedder-policy"] == "require-corp"
+        assert httpx.get(f"{origin}/files/../secret.txt").status_code == 404
+        with launch_browser() as context:
+            page = context.new_page()
+            page.goto(f"{origin}/files/index.html")
+            got = page.evaluate("""async () => {
+                const bytes = await (await fetch('/files/big.bin')).arrayBuffer();
+                return [self.crossOriginIsolated, bytes.byteLength];
+            }""")
+    assert got == [True, 120 * 1024 * 1024]

@@ -14,6 +14,7 @@ from keras import layers
 from .errors import ModelError
 
 ARCHITECTURES = ("cnn", "mobilenetv2")
+BATCHNORM_MOMENTUM = 0.9  # for MobileNetV2 trained from scratch: see mobilenetv2()
 
 
 def cnn(input_size: int, num_classes: int, channels: int = 3, head: str = "flatten",
@@ -52,10 +53,18 @@ def mobilenetv2(input_size: int, num_classes: int, channels: int = 3, alpha: flo
     keras.utils.set_random_seed(seed)
     pixels = keras.Input(shape=(input_size, input_size, channels), name="pixels")
     scaled = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(pixels)
-    return keras.applications.MobileNetV2(
+    model = keras.applications.MobileNetV2(
         input_tensor=scaled, alpha=alpha, weights=None, classes=num_classes,
         classifier_activation="softmax",
     )
+    # Keras' MobileNetV2 keeps BatchNorm moving statistics with momentum 0.999, tuned for
+    # ImageNet's hundreds of thousands of steps. Trained from scratch for a few hundred steps they
+    # never settle, and the model scores chance at inference while training accuracy climbs
+    # (measured: 12.5 % on 8 shapes classes after 320 steps). 0.9 settles in tens of steps.
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BATCHNORM_MOMENTUM
+    return model
 
 
 def build(arch: str, *, input_size: int, num_classes: int, channels: int = 3,

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
+import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from .errors import BrowserError
 from .settings import get_settings
@@ -69,9 +74,8 @@ def launch_browser(extra_flags: Sequence[str] = ()) -> Iterator:
             context.close()
 
 
-# A loopback origin is a secure context, so COOP/COEP make a routed page crossOriginIsolated
-# (wasm threads); its requests never reach the network: Playwright routing answers them all.
-LOCAL_ORIGIN = "http://127.0.0.1:9"
+# A loopback origin is a secure context, so COOP/COEP make a served page crossOriginIsolated
+# (wasm threads).
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
@@ -94,25 +98,68 @@ def resolve_mount(path: str, mounts: Mapping[str, Path]) -> Path | None:
     return None
 
 
-def route_local_files(context, mounts: Mapping[str, Path], origin: str = LOCAL_ORIGIN) -> str:
-    """Serve ``origin`` from local folders with cross-origin isolation headers; return the origin.
+@contextlib.contextmanager
+def serve_local_files(mounts: Mapping[str, Path]) -> Iterator[str]:
+    """Serve ``{url prefix: folder}`` on a free 127.0.0.1 port, with cross-origin isolation
+    headers, until the block ends; yield the origin (``http://127.0.0.1:<port>``).
 
-    Used by verify and bench to run real TF.js / LiteRT.js on local files without an HTTP server.
+    Used by verify and bench to run real TF.js / LiteRT.js on a build's files without the registry.
+    A real loopback server (the standard library's threading HTTP server, streaming from disk)
+    rather than Playwright request routing: routing hands each body to Chromium in one DevTools
+    message, and one 103 MB ``.tflite`` (the reference CNN in float32) closed the whole browser.
     """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_LocalFileHandler, mounts=dict(mounts)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="local-files", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
-    def handle(route) -> None:
-        path = route.request.url[len(origin):].split("?", 1)[0]
-        target = resolve_mount(path, mounts)
+
+class _LocalFileHandler(BaseHTTPRequestHandler):
+    """GET/HEAD of files under the mounts; 404 for anything else. Keep-alive (HTTP/1.1)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def __init__(self, *args, mounts: dict[str, Path], **kwargs) -> None:
+        self.mounts = mounts
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        self._send(body=True)
+
+    def do_HEAD(self) -> None:
+        self._send(body=False)
+
+    def _send(self, body: bool) -> None:
+        target = resolve_mount(unquote(urlsplit(self.path).path), self.mounts)
         if target is None:
-            route.fulfill(status=404, body="not found", headers=ISOLATION_HEADERS)
+            self.send_response(404)
+            self._headers("text/plain", 9)
+            if body:
+                self.wfile.write(b"not found")
             return
         kind = "application/wasm" if target.suffix == ".wasm" else (
             mimetypes.guess_type(target.name)[0] or "application/octet-stream")
-        route.fulfill(status=200, body=target.read_bytes(),
-                      headers={**ISOLATION_HEADERS, "Content-Type": kind})
+        self.send_response(200)
+        self._headers(kind, target.stat().st_size)
+        if body:
+            with target.open("rb") as handle:
+                shutil.copyfileobj(handle, self.wfile, 1 << 20)
 
-    context.route(f"{origin}/**", handle)
-    return origin
+    def _headers(self, content_type: str, length: int) -> None:
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        for name, value in ISOLATION_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        """Quiet: a page load is dozens of requests."""
 
 
 def vendor_mounts(packages: Sequence[str]) -> dict[str, Path]:

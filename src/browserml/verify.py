@@ -6,9 +6,9 @@ Keras, and each variant's top-1 agreement with Keras is reported. When float32 d
 layer whose output differs is named, so a translation bug points at its layer. A TFLite variant
 that LiteRT.js cannot run (an unsupported op) is reported, not fatal: the SDK leaves it to TF.js.
 
-Files reach the page through Playwright request routing from the build dir and node_modules
-(:func:`browserml.browser.route_local_files`), not through our server: ``tfjs/`` and verification
-stay independent of registries and HTTP.
+Files reach the page from the build dir and node_modules through a bare loopback file server
+(:func:`browserml.browser.serve_local_files`), not through our server: ``tfjs/`` and verification
+stay independent of the registry.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .browser import launch_browser, route_local_files, vendor_mounts
+from .browser import launch_browser, serve_local_files, vendor_mounts
 from .errors import BrowserError, VerificationError
 from .progress import progress_bar
 from .settings import get_settings
@@ -104,9 +104,8 @@ def verify(build_dir: Path, run_dir: Path | None = None, *, samples: int | None 
     model = run.load_model()
     expected = model.predict(images.astype(np.float32), batch_size=64, verbose=0)
     report = VerifyReport(samples=count)
-    with launch_browser() as context, progress_bar() as bar:
-        origin = route_local_files(context, {
-            "/static/": STATIC, "/model/": Path(build_dir), **vendor_mounts(VENDOR_PACKAGES)})
+    mounts = {"/static/": STATIC, "/model/": Path(build_dir), **vendor_mounts(VENDOR_PACKAGES)}
+    with serve_local_files(mounts) as origin, launch_browser() as context, progress_bar() as bar:
         page = context.new_page()
         page.goto(f"{origin}/static/verify.html")
         page.wait_for_function("window.browsermlReady === true && window.browsermlLitertReady")

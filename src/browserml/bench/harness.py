@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..browser import launch_browser, route_local_files, vendor_mounts
+from ..browser import launch_browser, serve_local_files, vendor_mounts
 from ..errors import BrowserError, ModelError
 from ..progress import progress_bar
 from ..variants import Build, read_build
@@ -125,12 +125,10 @@ def run_page(context, origin: str, config: Config, shape: list[int], n: int, bud
         page.close()
 
 
-def run_isolated(mounts: dict[str, Path], config: Config, shape: list[int], n: int,
-                 budget_ms: float) -> dict:
+def run_isolated(origin: str, config: Config, shape: list[int], n: int, budget_ms: float) -> dict:
     """Measure one configuration in its own browser: a backend that exhausts memory (a 100 MB
     model on software WebGL) or crashes the GPU process takes down only its own measurement."""
     with launch_browser(["--enable-unsafe-webgpu"]) as context:
-        origin = route_local_files(context, mounts)
         return run_page(context, origin, config, shape, n, budget_ms)
 
 
@@ -164,14 +162,14 @@ def run_browser(build_dir: Path, build: Build, configs: list[Config], n: int, re
     mounts = {"/static/": STATIC, "/model/": build_dir, **vendor_mounts(BENCH_PACKAGES)}
     for variant, folder in (extra_models or {}).items():
         mounts[f"/model/{variant}/"] = folder
-    with progress_bar() as bar:
+    with serve_local_files(mounts) as origin, progress_bar() as bar:
         order = abba(configs, repeats)
         task = bar.add_task("browser", total=len(order), status="")
         for _repeat, config in order:
             bar.update(task, status=config.label)
             if config not in errors:
                 try:
-                    result = run_isolated(mounts, config, shape, n, budget_ms)
+                    result = run_isolated(origin, config, shape, n, budget_ms)
                     browser_env = result.pop("env")
                     raw[config].append(result)
                 except Exception as exc:  # Playwright raises its own Error for page failures
