@@ -23,7 +23,7 @@ def positive(value: object) -> bool:
 @pytest.fixture(scope="module")
 def report(digits_build: Path, digits_run: Path):
     return bench(digits_build, run_dir=digits_run, backends=["webgl", "wasm", "cpu"], n=5,
-                 repeats=2, budget_ms=1500, peers=True, soak=50)
+                 repeats=2, budget_ms=300, peers=True, soak=50)
 
 
 def test_every_configuration_has_positive_figures(report) -> None:

@@ -27,6 +27,10 @@ BENCH_PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm",
                   "@tensorflow/tfjs-backend-webgpu", "@litertjs/core", "@litertjs/wasm-utils",
                   "onnxruntime-web")
 TFJS_BACKENDS = ("webgpu", "webgl", "wasm", "cpu")
+# Each configuration is timed for at least this long (and at least ``n`` calls): a 10 ms
+# configuration then gets ~100 samples instead of ``n``, which is what keeps its median within a
+# few percent between back-to-back runs.
+MIN_TIMED_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,8 @@ def run_page(context, origin: str, config: Config, shape: list[int], n: int, bud
         page.wait_for_function("window.browsermlBenchReady === true")
         return page.evaluate("(c) => window.browsermlBench(c)", {
             "engine": config.engine, "backend": config.backend, "variant": config.variant,
-            "batch": config.batch, "n": n, "shape": shape, "budgetMs": budget_ms})
+            "batch": config.batch, "n": n, "shape": shape, "budgetMs": budget_ms,
+            "minMs": min(MIN_TIMED_MS, budget_ms)})
     finally:
         page.close()
 

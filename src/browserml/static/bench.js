@@ -36,21 +36,24 @@ async function wasmFeatures() {
   };
 }
 
-// n timed calls, cut short once budgetMs is spent (software WebGL can take a second a call)
-// but never fewer than 5.
-async function timeLoop(run, n, budgetMs) {
+// At least n timed calls and at least minMs of timing (fast configurations get more samples, so
+// their median is as steady as a slow one's), cut short once budgetMs is spent (software WebGL
+// can take a second a call) but never fewer than 5.
+async function timeLoop(run, n, budgetMs, minMs) {
   const times = [];
   const start = performance.now();
-  for (let i = 0; i < n; i++) {
+  for (;;) {
     const t0 = performance.now();
     await run();
     times.push(performance.now() - t0);
-    if (times.length >= 5 && performance.now() - start > budgetMs) break;
+    const elapsed = performance.now() - start;
+    if (times.length >= 5 && elapsed > budgetMs) break;
+    if (times.length >= n && elapsed >= minMs) break;
   }
   return times;
 }
 
-async function benchTfjs({ variant, backend, batch, n, shape, threads, budgetMs }) {
+async function benchTfjs({ variant, backend, batch, n, shape, threads, budgetMs, minMs }) {
   if (backend === 'wasm') {
     tf.wasm.setWasmPaths(WASM_DIR);
     if (threads) tf.wasm.setThreadsCount(threads);
@@ -66,7 +69,7 @@ async function benchTfjs({ variant, backend, batch, n, shape, threads, budgetMs 
   await predict();
   const warmupMs = performance.now() - w0;
   const before = tf.memory().numTensors;
-  const times = await timeLoop(predict, n, budgetMs);
+  const times = await timeLoop(predict, n, budgetMs, minMs || 0);
   const after = tf.memory().numTensors;
   x.dispose();
   model.dispose();
@@ -77,7 +80,7 @@ async function benchTfjs({ variant, backend, batch, n, shape, threads, budgetMs 
   };
 }
 
-async function benchLitert({ variant, batch, n, shape, threads, budgetMs }) {
+async function benchLitert({ variant, batch, n, shape, threads, budgetMs, minMs }) {
   const t0 = performance.now();
   const useThreads = self.crossOriginIsolated === true && threads !== 1;
   await loadLiteRt('/vendor/@litertjs/core/wasm/', { threads: useThreads });
@@ -100,13 +103,13 @@ async function benchLitert({ variant, batch, n, shape, threads, budgetMs }) {
   const w0 = performance.now();
   await predict();
   const warmupMs = performance.now() - w0;
-  const times = await timeLoop(predict, n, budgetMs);
+  const times = await timeLoop(predict, n, budgetMs, minMs || 0);
   model.delete();
   return { loadMs, warmupMs, times, backend: 'wasm', threads: useThreads ? (threads || navigator.hardwareConcurrency) : 1 };
 }
 
 // The peer: ONNX Runtime Web (wasm, threads when crossOriginIsolated), loaded only when asked.
-async function benchOrt({ variant, batch, n, shape, budgetMs }) {
+async function benchOrt({ variant, batch, n, shape, budgetMs, minMs }) {
   const t0 = performance.now();
   const ort = await import('/vendor/onnxruntime-web/dist/ort.wasm.min.mjs');
   ort.env.wasm.wasmPaths = '/vendor/onnxruntime-web/dist/';
@@ -124,7 +127,7 @@ async function benchOrt({ variant, batch, n, shape, budgetMs }) {
   const w0 = performance.now();
   await predict();
   const warmupMs = performance.now() - w0;
-  const times = await timeLoop(predict, n, budgetMs);
+  const times = await timeLoop(predict, n, budgetMs, minMs || 0);
   await session.release();
   return { loadMs, warmupMs, times, backend: 'wasm', threads: ort.env.wasm.numThreads };
 }
