@@ -128,9 +128,10 @@ def in_page(context, url: str, script: str, args: list) -> dict:
 
 
 def candidates(build: Path, with_cpu: bool) -> list[tuple[str, dict]]:
-    """(label, SDK options) forcing each candidate."""
-    names = {v.name for v in read_build(build).variants}
-    tfjs_variant = "uint8" if "uint8" in names else "float32"
+    """(label, SDK options) forcing each candidate the manifest offers (a variant over the
+    accuracy budget is not offered, so the SDK could never run it)."""
+    names = {v.name for v in read_build(build).variants if v.offered}
+    tfjs_variant = next(v for v in ("uint8", "float16", "float32") if v in names)
     backends = ["wasm", "webgl"] + (["cpu"] if with_cpu else [])
     out = [(f"tfjs/{b}/{tfjs_variant}", {"backends": [b], "variants": [tfjs_variant], "litert": "off"})
            for b in backends]
