@@ -132,6 +132,7 @@ def test_a_dead_validator_process_costs_no_batch(registry_settings, live_server)
         response = post(server.url, [PREDICT, PREDICT])
         assert response.status_code == 200, response.text
     assert server_store(server).count_events() == 7
+    assert service.metrics.validator_restarts._value.get() == 1
 
 
 def test_bad_input_is_refused_with_the_reason(registry_settings, live_server):

@@ -80,6 +80,10 @@ class Metrics:
         self.db_errors = Counter(
             "browserml_db_errors", "Database operations that failed.", ["operation"], registry=r
         )
+        self.validator_restarts = Counter(
+            "browserml_telemetry_validator_restarts",
+            "Telemetry validator pools replaced after a worker process died.", registry=r,
+        )
         self.retention_deleted = Counter(
             "browserml_telemetry_retention_deleted", "Rows deleted by telemetry retention.", registry=r
         )

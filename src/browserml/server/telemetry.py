@@ -110,8 +110,8 @@ class TelemetryService:
                 pool, receive, body, max_events, received_ms)
         except BrokenProcessPool:
             log.warning("a telemetry validator process died; starting a new pool")
-            self.metrics.db_errors.labels("validator").inc()
             if self.validators is pool:
+                self.metrics.validator_restarts.inc()
                 pool.shutdown(wait=False, cancel_futures=True)
                 self.validators = _validator_pool(self.settings.telemetry_validators)
             return receive(body, max_events, received_ms)
