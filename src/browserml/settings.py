@@ -17,6 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _validators_for(cores: int) -> int:
+    """Telemetry validator processes for a machine: one per core (at most 4), none on one core,
+    where a second process would only take turns with the server."""
+    return min(4, cores) if cores > 1 else 0
+
+
 class Settings(BaseSettings):
     """All configuration, with defaults that work on a fresh checkout."""
 
@@ -63,7 +69,7 @@ class Settings(BaseSettings):
         50, description="Raw event batches (up to 500 events each) deleted per retention transaction."
     )
     telemetry_validators: int = Field(
-        default_factory=lambda: min(4, os.cpu_count() or 1) if (os.cpu_count() or 1) > 1 else 0,
+        default_factory=lambda: _validators_for(os.cpu_count() or 1),
         description="Processes that validate and fold telemetry batches beside the server's event "
         "loop (0: in the server process). Default: one per core, at most 4; none on one core.",
         ge=0,

@@ -1,7 +1,8 @@
 """Run the app under uvicorn: one worker, uvloop and httptools (the fast C event loop and HTTP
 parser in place of the pure-Python defaults), and the access log, proxy-header parsing and the
 Server header off by default: at tens of thousands of revalidations a second each costs a
-measurable share (see BENCHMARKS.md)."""
+measurable share (see BENCHMARKS.md). Blob revalidations are answered inside the HTTP protocol
+(:mod:`.revalidation`), before ASGI."""
 
 from __future__ import annotations
 

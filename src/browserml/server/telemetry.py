@@ -18,8 +18,9 @@ Validation, the fold into rollup deltas and the encoding of what is stored run i
 processes (``settings.telemetry_validators``, :mod:`..telemetry.batch`): they are ~80 % of ingest's
 Python time, and in the server's own process they would cap it at one core's worth of GIL.
 The store is blocking (sqlite3 / psycopg), so batches run on a dedicated writer pool sized by the
-store (one thread for SQLite, whose single writer connection then never waits on a lock; several
-for PostgreSQL), keeping the event loop free to parse the next requests while a commit fsyncs.
+store (one thread for SQLite, whose single writer connection then never waits on a lock; one by
+default for PostgreSQL, ``telemetry_pg_writers``), keeping the event loop free to parse the next
+requests while a commit fsyncs.
 **Group commit:** batches that arrive while every writer is busy wait in a queue and the next free
 writer stores all of them in one transaction, so under load one fsync (and one set of rollup
 upserts) serves many requests; each request is still answered only after its own events commit.

@@ -39,7 +39,7 @@ async function wasmFeatures() {
 // At least n timed calls and at least minMs of timing (fast configurations get more samples, so
 // their median is as steady as a slow one's), cut short once budgetMs is spent (software WebGL
 // can take a second a call) but never fewer than 5.
-async function timeLoop(run, n, budgetMs, minMs) {
+async function timeLoop(run, n, budgetMs, minMs = 0) {
   const times = [];
   const start = performance.now();
   for (;;) {
@@ -69,7 +69,7 @@ async function benchTfjs({ variant, backend, batch, n, shape, threads, budgetMs,
   await predict();
   const warmupMs = performance.now() - w0;
   const before = tf.memory().numTensors;
-  const times = await timeLoop(predict, n, budgetMs, minMs || 0);
+  const times = await timeLoop(predict, n, budgetMs, minMs);
   const after = tf.memory().numTensors;
   x.dispose();
   model.dispose();
@@ -103,7 +103,7 @@ async function benchLitert({ variant, batch, n, shape, threads, budgetMs, minMs 
   const w0 = performance.now();
   await predict();
   const warmupMs = performance.now() - w0;
-  const times = await timeLoop(predict, n, budgetMs, minMs || 0);
+  const times = await timeLoop(predict, n, budgetMs, minMs);
   model.delete();
   return { loadMs, warmupMs, times, backend: 'wasm', threads: useThreads ? (threads || navigator.hardwareConcurrency) : 1 };
 }
@@ -127,7 +127,7 @@ async function benchOrt({ variant, batch, n, shape, budgetMs, minMs }) {
   const w0 = performance.now();
   await predict();
   const warmupMs = performance.now() - w0;
-  const times = await timeLoop(predict, n, budgetMs, minMs || 0);
+  const times = await timeLoop(predict, n, budgetMs, minMs);
   await session.release();
   return { loadMs, warmupMs, times, backend: 'wasm', threads: ort.env.wasm.numThreads };
 }

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,15 +52,15 @@ def receive(body: bytes, max_events: int, received_ms: int) -> Received:
     return Received(batch, checked.dropped, checked.errors)
 
 
-def prepare(events: Sequence[Event], received_ms: int) -> Prepared:
+def prepare(events: list[Event], received_ms: int) -> Prepared:
     """Given validated events and their arrival time, return them folded and encoded."""
     return Prepared(received_ms, len(events), encode_events(events), fold(events, received_ms))
 
 
-def encode_events(events: Sequence[Event]) -> str:
+def encode_events(events: list[Event]) -> str:
     """Given validated events, return the compact JSON array that is stored (pydantic's Rust
     serializer; over-long reasons are already cut by validation)."""
-    return _BATCH.dump_json(list(events)).decode()
+    return _BATCH.dump_json(events).decode()
 
 
 def exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:

@@ -85,7 +85,7 @@ def _batches_table(id_column: str, big: str, json_type: str) -> str:
         id {id_column}, received_ms {big} NOT NULL, n INTEGER NOT NULL, events {json_type} NOT NULL)"""
 
 
-# One typed row per stored event: the columns fold() reads, with the schema's defaults.
+# One typed row per stored event: EVENT_COLUMNS, absent fields read as the schema's DEFAULTS.
 _SQLITE_EVENTS_VIEW = """CREATE VIEW IF NOT EXISTS telemetry_events AS SELECT
     b.id AS batch_id, CAST(e.key AS INTEGER) AS position,
     b.received_ms - CAST(COALESCE(json_extract(e.value, '$.age_ms'), 0) AS INTEGER) AS at,
@@ -97,8 +97,10 @@ _POSTGRES_EVENTS_VIEW = """CREATE OR REPLACE VIEW telemetry_events AS SELECT
     {columns}
     FROM telemetry_batches AS b
     CROSS JOIN LATERAL json_array_elements(b.events) WITH ORDINALITY AS e(value, position)"""
-_VIEW_TYPES = {"version": "INTEGER", "ms": "REAL", "warmup_ms": "REAL", "batch": "INTEGER",
-               "num_tensors": "BIGINT", "num_bytes": "BIGINT", "num_bytes_gpu": "BIGINT"}
+# PostgreSQL's ->> yields text; SQLite's json_extract keeps JSON's own types.
+_POSTGRES_TYPES = {"version": "integer", "ms": "double precision", "warmup_ms": "double precision",
+                   "batch": "integer", "num_tensors": "bigint", "num_bytes": "bigint",
+                   "num_bytes_gpu": "bigint"}
 
 
 def _events_view(postgres: bool) -> str:
@@ -106,15 +108,13 @@ def _events_view(postgres: bool) -> str:
     columns = []
     for column in EVENT_COLUMNS[1:]:
         if postgres:
-            kind = {"REAL": "double precision"}.get(_VIEW_TYPES.get(column, "TEXT"),
-                                                   _VIEW_TYPES.get(column, "TEXT"))
-            value = f"(e.value->>'{column}')::{kind}"
+            value = f"(e.value->>'{column}')::{_POSTGRES_TYPES.get(column, 'text')}"
         else:
             value = f"json_extract(e.value, '$.{column}')"
         default = DEFAULTS.get(column)
-        if default is not None:
-            value = f"COALESCE({value}, {default!r})" if isinstance(default, str) else (
-                f"COALESCE({value}, {default})")
+        if default is not None:  # the defaults are "" and small numbers: safe as SQL literals
+            literal = "''" if default == "" else str(default)
+            value = f"COALESCE({value}, {literal})"
         columns.append(f"{value} AS {column}")
     template = _POSTGRES_EVENTS_VIEW if postgres else _SQLITE_EVENTS_VIEW
     return template.format(columns=",\n    ".join(columns))
@@ -215,7 +215,7 @@ class TelemetryStore(ABC):
     def ingest(self, events: Sequence[Event], received_ms: int) -> int:
         """Given validated events and the server time they arrived (ms since the epoch), store
         them durably with their rollups in one transaction; return how many were stored."""
-        return self.commit([prepare(events, received_ms)])
+        return self.commit([prepare(list(events), received_ms)])
 
     def commit(self, batches: Sequence[Prepared]) -> int:
         """Store several prepared batches in ONE transaction (one fsync): the server's group
