@@ -14,6 +14,8 @@ For each build (default: ``build/digits`` and, when present, ``build/cnn224``):
 4. cold time to first prediction (fresh profile, navigation start -> first answer) for the SDK
    (auto) and for the SDK with LiteRT.js off (TF.js alone), plus the repeat visit after the upgrade.
 
+Every candidate runs in its own page, in A B .. B A order over the rounds, for at least
+``--min-ms`` and ``--predictions`` calls; its figure is the median of the rounds' medians.
 Ratios are measured in one run. Run from the repo root:
 
     .venv/bin/python benchmarks/bench_engines.py --builds build/digits build/cnn224 --rounds 2
@@ -35,10 +37,17 @@ from browserml.variants import read_build
 
 PAGE = "/demo/bench.html"
 
-# Random pixels at the model's input size, one classifier, n timed classify calls after warm-up;
-# `upgrade` waits for the LiteRT.js verdict first. Timing stops early past `budgetMs` (>= 5 runs).
+# At least n calls and at least minMs of timing (a 10 ms candidate gets ~100 samples, so its
+# median is as steady as a slow one's), cut short past budgetMs, never fewer than 5 calls.
+KEEP_TIMING = """
+window.keepTiming = (count, elapsed, n, minMs, budgetMs) =>
+  !(count >= 5 && elapsed > budgetMs) && (count < n || elapsed < minMs);
+"""
+
+# Random pixels at the model's input size, one classifier, timed classify calls after warm-up;
+# `upgrade` waits for the LiteRT.js verdict first.
 SDK_TIMING = """
-async ([model, options, n, budgetMs, upgrade]) => {
+async ([model, options, n, minMs, budgetMs, upgrade]) => {
   const { BrowserML } = await import('/sdk/browserml.js');
   const clf = await BrowserML.load({ model, shared: false, remember: false, ...options });
   const { height, width } = clf._impl.manifest.input;
@@ -50,7 +59,7 @@ async ([model, options, n, budgetMs, upgrade]) => {
   for (let i = 0; i < 2; i += 1) await clf.classify(img);
   const times = [];
   const t0 = performance.now();
-  while (times.length < n && (times.length < 5 || performance.now() - t0 < budgetMs)) {
+  while (keepTiming(times.length, performance.now() - t0, n, minMs, budgetMs)) {
     const a = performance.now();
     await clf.classify(img);
     times.push(performance.now() - a);
@@ -66,7 +75,7 @@ async ([model, options, n, budgetMs, upgrade]) => {
 # TF.js as a page would start it: tf.min.js, the same verified files, the backend TF.js picks
 # (or wasm as it starts), predict in tf.tidy on the same pixels, data() read each call.
 TFJS_DEFAULT = """
-async ([model, n, budgetMs, backend]) => {
+async ([model, n, minMs, budgetMs, backend]) => {
   await import('/vendor/@tensorflow/tfjs/dist/tf.min.js');
   if (backend === 'wasm') {
     await import('/vendor/@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js');
@@ -85,7 +94,7 @@ async ([model, n, budgetMs, backend]) => {
   for (let i = 0; i < 3; i += 1) await run();
   const times = [];
   const t0 = performance.now();
-  while (times.length < n && (times.length < 5 || performance.now() - t0 < budgetMs)) {
+  while (keepTiming(times.length, performance.now() - t0, n, minMs, budgetMs)) {
     const a = performance.now();
     await run();
     times.push(performance.now() - a);
@@ -154,27 +163,33 @@ def cold_ttfp(url: str, model: str, options: dict) -> dict:
     return {"cold": cold, "repeat": repeat}
 
 
-def bench_build(build: Path, rounds: int, n: int, budget_ms: int) -> dict:
+def jobs(build: Path, name: str, n: int, min_ms: int, budget_ms: int) -> list[tuple[str, str, list]]:
+    """(row label, page script, its arguments) for one round of the engines benchmark."""
+    timing = [n, min_ms, budget_ms]
+    out = [(label, SDK_TIMING, [name, options, *timing, options.get("litert") == "force"])
+           for label, options in candidates(build, with_cpu=name == "digits")]
+    float_only = [v.name for v in read_build(build).variants if v.name != "tflite-int8"]
+    out += [("sdk auto (int8 allowed)", SDK_TIMING, [name, {}, *timing, True]),
+            ("sdk auto (float32 only)", SDK_TIMING, [name, {"variants": float_only}, *timing, True]),
+            ("tfjs default start", TFJS_DEFAULT, [name, *timing, "default"]),
+            ("tfjs wasm as it starts", TFJS_DEFAULT, [name, *timing, "wasm"])]
+    return out
+
+
+def bench_build(build: Path, rounds: int, n: int, min_ms: int, budget_ms: int) -> dict:
     name = read_build(build).name
     med = statistics.median
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp, serve(build, name, Path(tmp)) as server:
         url = server.url
         rows: dict[str, list[dict]] = {}
         with launch_browser() as context:
-            for _ in range(rounds):
-                for label, options in candidates(build, with_cpu=name == "digits"):
-                    forced = options.get("litert") == "force"
-                    rows.setdefault(label, []).append(
-                        in_page(context, url, SDK_TIMING, [name, options, n, budget_ms, forced]))
-                rows.setdefault("sdk auto (int8 allowed)", []).append(
-                    in_page(context, url, SDK_TIMING, [name, {}, n, budget_ms, True]))
-                float_only = [v.name for v in read_build(build).variants if v.name != "tflite-int8"]
-                rows.setdefault("sdk auto (float32 only)", []).append(
-                    in_page(context, url, SDK_TIMING, [name, {"variants": float_only}, n, budget_ms, True]))
-                rows.setdefault("tfjs default start", []).append(
-                    in_page(context, url, TFJS_DEFAULT, [name, n, budget_ms, "default"]))
-                rows.setdefault("tfjs wasm as it starts", []).append(
-                    in_page(context, url, TFJS_DEFAULT, [name, n, budget_ms, "wasm"]))
+            context.add_init_script(KEEP_TIMING)
+            for round_ in range(rounds):
+                # A B .. B A: odd rounds run the candidates in reverse, so no candidate always
+                # runs first (cold page cache) or last (warmest CPU).
+                order = jobs(build, name, n, min_ms, budget_ms)
+                for label, script, args in order[::-1] if round_ % 2 else order:
+                    rows.setdefault(label, []).append(in_page(context, url, script, args))
         ttfp = {"sdk auto": [cold_ttfp(url, name, {}) for _ in range(rounds)],
                 "tfjs alone (litert off)": [cold_ttfp(url, name, {"litert": "off"}) for _ in range(rounds)]}
     summary = {label: {"ms": med(r["ms"] for r in runs), **{k: runs[-1].get(k) for k in
@@ -227,10 +242,13 @@ def main() -> None:
                                  if (PROJECT_ROOT / "build" / b / "variants.json").is_file()])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--predictions", type=int, default=30)
+    parser.add_argument("--min-ms", type=int, default=1000,
+                        help="time each candidate for at least this long as well as --predictions calls")
     parser.add_argument("--budget-ms", type=int, default=4000, help="stop timing a candidate after this")
     parser.add_argument("--json", type=Path, help="also write the full report here")
     args = parser.parse_args()
-    reports = [bench_build(b, args.rounds, args.predictions, args.budget_ms) for b in args.builds]
+    reports = [bench_build(b, args.rounds, args.predictions, args.min_ms, args.budget_ms)
+               for b in args.builds]
     if args.json:
         args.json.write_text(json.dumps(reports, indent=1))
     for report in reports:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from browserml.bench.harness import abba, bench, configurations
+from browserml.bench.report import markdown
 from browserml.errors import ModelError
 from browserml.variants import read_build
 
@@ -54,7 +55,10 @@ def test_native_baselines_and_environment(report) -> None:
     browser = report.browser
     assert browser["crossOriginIsolated"] is True
     assert browser["simd"] is True and browser["threads"] is True
+    assert browser["int8Dot"] in ("usdot", "sdot", "none")  # Chromium has relaxed SIMD
     assert browser["webgl"]  # the adapter string (SwiftShader on a GPU-less machine)
+    line = markdown(report).splitlines()[0]
+    assert "relaxed-SIMD int8 dot product" in line and "not available" not in line, line
 
 
 def test_sdk_choice_load_and_soak(report) -> None:

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from browserml.browser import launch_browser, resolve_mount, serve_local_files
+from browserml.browser import launch_browser, open_page, resolve_mount, serve_local_files
 from browserml.errors import BrowserError, FormatError, ModelError, VerificationError
 from browserml.settings import get_settings
 from browserml.tfjs.layers_model import read_model_json
@@ -146,3 +146,21 @@ def test_local_files_are_served_isolated_and_a_large_file_reaches_the_page(tmp_p
                 return [self.crossOriginIsolated, bytes.byteLength];
             }""")
     assert got == [True, 120 * 1024 * 1024]
+
+
+def test_a_page_whose_script_cannot_load_fails_at_once_naming_it(tmp_path):
+    """A harness page with a broken import raises BrowserError naming the script, rather than
+    waiting out the browser timeout; a page that loads is returned ready."""
+    (tmp_path / "good.js").write_text("window.ready = true;\n")
+    (tmp_path / "broken.js").write_text("import '/files/missing.js';\nwindow.ready = true;\n")
+    for name in ("good", "broken"):
+        (tmp_path / f"{name}.html").write_text(
+            f'<!doctype html><script type="module" src="/files/{name}.js" '
+            'onerror="window.browsermlLoadFailed = this.src"></script>')
+    with serve_local_files({"/files/": tmp_path}) as origin, launch_browser() as context:
+        context.set_default_timeout(60_000)
+        page = open_page(context, f"{origin}/files/good.html", "window.ready === true")
+        assert page.evaluate("window.ready") is True
+        # BrowserError, not Playwright's TimeoutError: it did not wait for a page never ready.
+        with pytest.raises(BrowserError, match=r"broken\.js failed to load"):
+            open_page(context, f"{origin}/files/broken.html", "window.ready === true")

@@ -166,7 +166,7 @@ export class Classifier {
     return this._impl.upgraded();
   }
 
-  /** Latency, memory, engine/backend/variant/threads, choice, upgrade, fallbacks. A plain object (a Promise in worker mode). */
+  /** Latency, memory, engine/backend/variant/threads, wasm features (int8Dot), choice, upgrade, fallbacks. A plain object (a Promise in worker mode). */
   stats() {
     return this._impl.stats();
   }

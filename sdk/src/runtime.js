@@ -95,6 +95,8 @@ export class Runtime {
     /** The TF.js candidate to go back to when LiteRT.js fails after a switch. */
     this.tfjsChoice = null;
     this.telemetry = new Telemetry(deps.sink, { device: deviceClass(), predictSampleRate: this.options.predictSampleRate });
+    /** What wasm engines can use on this device (threads, relaxed SIMD, int8 dot product). */
+    this.features = wasmFeatures();
     this.latency = new LatencyStats();
     this.guard = new MemoryGuard({ every: this.options.memoryCheckEvery, budget: this.options.memoryBudget });
     /** @type {import('./selection.js').Candidate | null} */
@@ -341,7 +343,7 @@ export class Runtime {
     const plan = this.current.engine === 'litert'
       ? { go: false, reason: this.upgrade.reason }
       : litertPlan({
-        mode: o.litert, features: wasmFeatures(), variants: this.litertVariants, tfjsMs: this._tfjsMs(),
+        mode: o.litert, features: this.features, variants: this.litertVariants, tfjsMs: this._tfjsMs(),
         minMs: o.litertMinMs, remembered: this.remembered,
       });
     if (this.current.engine !== 'litert') this.upgrade = { state: plan.go ? 'pending' : 'skipped', reason: plan.reason };
@@ -643,6 +645,7 @@ export class Runtime {
       variant: this.current ? this.current.variant : null,
       threads: this.current ? this.engine.threadsUsed() : null,
       device: this.telemetry.context.device,
+      wasm: this.features,
       memory: this.current ? this.engine.memory() : null,
       upgrade: this.upgrade,
       memoryChecks: this.guard.checks,

@@ -74,6 +74,25 @@ def launch_browser(extra_flags: Sequence[str] = ()) -> Iterator:
             context.close()
 
 
+def open_page(context, url: str, ready: str):
+    """Given a browser context, a page URL and a JS expression that turns true once the page's
+    scripts have run, return the loaded page.
+
+    Our harness pages mark a script that fails to load (a 404, an import that does not resolve)
+    in ``window.browsermlLoadFailed`` from its ``onerror``; that raises BrowserError naming it at
+    once, instead of waiting out the browser timeout for a page that will never be ready.
+    """
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function(f"({ready}) || Boolean(window.browsermlLoadFailed)")
+    failed = page.evaluate("window.browsermlLoadFailed || null")
+    if failed:
+        page.close()
+        raise BrowserError(f"{failed} failed to load on {url} (a missing file or an import "
+                           "that does not resolve)")
+    return page
+
+
 # A loopback origin is a secure context, so COOP/COEP make a served page crossOriginIsolated
 # (wasm threads).
 ISOLATION_HEADERS = {

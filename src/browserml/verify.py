@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .browser import launch_browser, serve_local_files, vendor_mounts
+from .browser import launch_browser, open_page, serve_local_files, vendor_mounts
 from .errors import BrowserError, VerificationError
 from .progress import progress_bar
 from .settings import get_settings
@@ -106,9 +106,8 @@ def verify(build_dir: Path, run_dir: Path | None = None, *, samples: int | None 
     report = VerifyReport(samples=count)
     mounts = {"/static/": STATIC, "/model/": Path(build_dir), **vendor_mounts(VENDOR_PACKAGES)}
     with serve_local_files(mounts) as origin, launch_browser() as context, progress_bar() as bar:
-        page = context.new_page()
-        page.goto(f"{origin}/static/verify.html")
-        page.wait_for_function("window.browsermlReady === true && window.browsermlLitertReady")
+        page = open_page(context, f"{origin}/static/verify.html",
+                         "window.browsermlReady === true && window.browsermlLitertReady")
         task = bar.add_task("verify", total=len(build.variants), status="")
         for variant in build.variants:
             bar.update(task, status=variant.name)

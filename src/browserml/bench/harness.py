@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..browser import launch_browser, serve_local_files, vendor_mounts
+from ..browser import launch_browser, open_page, serve_local_files, vendor_mounts
 from ..errors import BrowserError, ModelError
 from ..progress import progress_bar
+from ..settings import get_settings
 from ..variants import Build, read_build
 from .environment import environment
 from .native import native_litert, native_tensorflow
@@ -118,10 +119,8 @@ def percentile(values: list[float], q: float) -> float:
 def run_page(context, origin: str, config: Config, shape: list[int], n: int, budget_ms: float
              ) -> dict:
     """Measure one configuration in a fresh page; return the page's raw result."""
-    page = context.new_page()
+    page = open_page(context, f"{origin}/static/bench.html", "window.browsermlBenchReady === true")
     try:
-        page.goto(f"{origin}/static/bench.html")
-        page.wait_for_function("window.browsermlBenchReady === true")
         return page.evaluate("(c) => window.browsermlBench(c)", {
             "engine": config.engine, "backend": config.backend, "variant": config.variant,
             "batch": config.batch, "n": n, "shape": shape, "budgetMs": budget_ms,
@@ -164,7 +163,8 @@ def run_browser(build_dir: Path, build: Build, configs: list[Config], n: int, re
     raw: dict[Config, list[dict]] = {c: [] for c in configs}
     errors: dict[Config, str] = {}
     browser_env: dict = {}
-    mounts = {"/static/": STATIC, "/model/": build_dir, **vendor_mounts(BENCH_PACKAGES)}
+    mounts = {"/static/": STATIC, "/sdk/": get_settings().sdk_dir, "/model/": build_dir,
+              **vendor_mounts(BENCH_PACKAGES)}
     for variant, folder in (extra_models or {}).items():
         mounts[f"/model/{variant}/"] = folder
     with serve_local_files(mounts) as origin, progress_bar() as bar:

@@ -97,9 +97,29 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
     return path
 
 
+INT8_DOT = {
+    "usdot": "exact (AVX-VNNI): LiteRT.js int8 runs XNNPACK's dot-product kernels",
+    "sdot": "signed (Arm dot product): LiteRT.js int8 runs XNNPACK's dot-product kernels",
+    "none": "saturating (no AVX-VNNI): LiteRT.js int8 runs XNNPACK's 16-bit multiply kernels",
+}
+
+
+def environment_line(report: BenchReport) -> str:
+    """Given a report, return one line on what the numbers were measured on."""
+    machine, browser = report.environment, report.browser
+    cpu = machine.get("cpu", {})
+    wasm = [name for name, key in (("SIMD", "simd"), ("relaxed SIMD", "relaxedSimd"),
+                                   ("threads", "threads")) if browser.get(key)]
+    dot = INT8_DOT.get(browser.get("int8Dot"), "not available")
+    return (f"Measured on {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores; "
+            f"{' '.join(cpu.get('flags', []))}), {machine.get('chromium', '?')}, "
+            f"crossOriginIsolated {browser.get('crossOriginIsolated')}, wasm {', '.join(wasm) or 'plain'};"
+            f" relaxed-SIMD int8 dot product: {dot}.")
+
+
 def markdown(report: BenchReport) -> str:
     """Return the report as Markdown tables (what BENCHMARKS.md quotes)."""
-    lines = [f"| {' | '.join(HEADERS)} |", "|" + " --- |" * len(HEADERS)]
+    lines = [environment_line(report), "", f"| {' | '.join(HEADERS)} |", "|" + " --- |" * len(HEADERS)]
     lines += [f"| {' | '.join(row)} |" for row in rows(report)]
     native = ", ".join(f"{k} {v:.2f} ms" for k, v in report.native.get("1", {}).items())
     lines += ["", f"Native at batch 1 (median): {native}."]

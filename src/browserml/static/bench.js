@@ -3,6 +3,7 @@
 // Python owns the statistics and the ratios; this file only measures.
 /* global tf */
 import { loadLiteRt, loadAndCompile, Tensor } from '/vendor/@litertjs/core/dist/index.js';
+import { wasmFeatures } from '/sdk/device.js';
 
 const WASM_DIR = '/vendor/@tensorflow/tfjs-backend-wasm/dist/';
 
@@ -12,10 +13,10 @@ function randomPixels(count) {
   return out;
 }
 
-async function wasmFeatures() {
-  // The smallest modules that validate only with SIMD / threads support (as wasm-feature-detect).
-  const simd = WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]));
-  const relaxed = WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]));
+// What ran it: the SDK's own wasm probes (threads, SIMD, relaxed SIMD, int8 dot product) and the
+// WebGL / WebGPU adapter strings.
+async function environmentFacts() {
+  const wasm = wasmFeatures();
   let webgl = null;
   try {
     const gl = document.createElement('canvas').getContext('webgl2');
@@ -28,9 +29,8 @@ async function wasmFeatures() {
     webgpu = adapter ? JSON.stringify(adapter.info || {}) : null;
   } catch (e) { webgpu = null; }
   return {
-    crossOriginIsolated: self.crossOriginIsolated === true,
-    simd, relaxedSimd: relaxed,
-    threads: typeof SharedArrayBuffer !== 'undefined' && self.crossOriginIsolated === true,
+    crossOriginIsolated: wasm.crossOriginIsolated,
+    simd: wasm.simd, relaxedSimd: wasm.relaxedSimd, int8Dot: wasm.int8Dot, threads: wasm.threads,
     hardwareConcurrency: navigator.hardwareConcurrency,
     userAgent: navigator.userAgent, webgl, webgpu,
   };
@@ -133,7 +133,7 @@ async function benchOrt({ variant, batch, n, shape, budgetMs, minMs }) {
 }
 
 window.browsermlBench = async (config) => {
-  const env = await wasmFeatures();
+  const env = await environmentFacts();
   const run = { litert: benchLitert, ort: benchOrt }[config.engine] || benchTfjs;
   const result = await run(config);
   return { ...result, env };
