@@ -176,22 +176,35 @@ def jobs(build: Path, name: str, n: int, min_ms: int, budget_ms: int) -> list[tu
     return out
 
 
-def bench_build(build: Path, rounds: int, n: int, min_ms: int, budget_ms: int) -> dict:
-    name = read_build(build).name
+def timed_candidates(url: str, build: Path, name: str, rounds: int, n: int, min_ms: int,
+                     budget_ms: int) -> dict[str, list[dict]]:
+    """Every job of :func:`jobs`, once a round, each in a fresh page; the raw results by label."""
+    rows: dict[str, list[dict]] = {}
+    with launch_browser() as context:
+        context.add_init_script(KEEP_TIMING)
+        for round_ in range(rounds):
+            # A B .. B A: odd rounds run the candidates in reverse, so no candidate always runs
+            # first (cold page cache) or last (warmest CPU).
+            order = jobs(build, name, n, min_ms, budget_ms)
+            for label, script, args in order[::-1] if round_ % 2 else order:
+                rows.setdefault(label, []).append(in_page(context, url, script, args))
+    return rows
+
+
+def cold_visits(url: str, name: str, rounds: int) -> dict[str, list[dict]]:
+    """Cold and repeat visits for the SDK as it ships and with LiteRT.js off, alternating
+    (A B B A ...) so machine drift does not favour either."""
+    pair = [("sdk auto", {}), ("tfjs alone (litert off)", {"litert": "off"})]
+    visits: dict[str, list[dict]] = {label: [] for label, _ in pair}
+    for round_ in range(rounds):
+        for label, options in pair[::-1] if round_ % 2 else pair:
+            visits[label].append(cold_ttfp(url, name, options))
+    return visits
+
+
+def timing_summary(rows: dict[str, list[dict]]) -> dict:
+    """Medians over the rounds and the ratios the issue's targets are stated in."""
     med = statistics.median
-    with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp, serve(build, name, Path(tmp)) as server:
-        url = server.url
-        rows: dict[str, list[dict]] = {}
-        with launch_browser() as context:
-            context.add_init_script(KEEP_TIMING)
-            for round_ in range(rounds):
-                # A B .. B A: odd rounds run the candidates in reverse, so no candidate always
-                # runs first (cold page cache) or last (warmest CPU).
-                order = jobs(build, name, n, min_ms, budget_ms)
-                for label, script, args in order[::-1] if round_ % 2 else order:
-                    rows.setdefault(label, []).append(in_page(context, url, script, args))
-        ttfp = {"sdk auto": [cold_ttfp(url, name, {}) for _ in range(rounds)],
-                "tfjs alone (litert off)": [cold_ttfp(url, name, {"litert": "off"}) for _ in range(rounds)]}
     summary = {label: {"ms": med(r["ms"] for r in runs), **{k: runs[-1].get(k) for k in
                ("engine", "backend", "variant", "threads", "upgrade")}} for label, runs in rows.items()}
     fixed = {k: v for k, v in summary.items() if not k.startswith(("sdk", "tfjs default", "tfjs wasm as"))}
@@ -201,7 +214,7 @@ def bench_build(build: Path, rounds: int, n: int, min_ms: int, budget_ms: int) -
     auto, auto_f32 = summary["sdk auto (int8 allowed)"], summary["sdk auto (float32 only)"]
     default, wasm_start = summary["tfjs default start"], summary["tfjs wasm as it starts"]
     return {
-        "model": name, "rows": summary, "runs": rows,
+        "rows": summary, "runs": rows,
         "fastest": best[0], "fastest_float32": best_f32[0],
         "auto_over_fastest": auto["ms"] / best[1]["ms"],
         "auto_f32_over_fastest_f32": auto_f32["ms"] / best_f32[1]["ms"],
@@ -209,30 +222,50 @@ def bench_build(build: Path, rounds: int, n: int, min_ms: int, budget_ms: int) -
         "speedup_f32_vs_default": default["ms"] / auto_f32["ms"],
         "speedup_vs_wasm_start": wasm_start["ms"] / auto["ms"],
         "speedup_f32_vs_wasm_start": wasm_start["ms"] / auto_f32["ms"],
-        "ttfp": {k: {"cold_ms": med(r["cold"]["ttfp"] for r in v),
-                     "repeat_ms": med(r["repeat"]["ttfp"] for r in v),
-                     "cold_engine": v[-1]["cold"]["engine"], "after_upgrade": v[-1]["cold"]["after"],
-                     "repeat_engine": v[-1]["repeat"]["engine"]} for k, v in ttfp.items()},
     }
+
+
+def ttfp_summary(visits: dict[str, list[dict]]) -> dict:
+    """Median cold / repeat time to first prediction per setup, with every visit kept."""
+    med = statistics.median
+    return {label: {"cold_ms": med(v["cold"]["ttfp"] for v in runs),
+                    "repeat_ms": med(v["repeat"]["ttfp"] for v in runs),
+                    "cold_runs_ms": [round(v["cold"]["ttfp"]) for v in runs],
+                    "cold_engine": runs[-1]["cold"]["engine"], "after_upgrade": runs[-1]["cold"]["after"],
+                    "repeat_engine": runs[-1]["repeat"]["engine"]} for label, runs in visits.items()}
+
+
+def bench_build(build: Path, rounds: int, n: int, min_ms: int, budget_ms: int,
+                parts: tuple[str, ...] = ("timing", "ttfp")) -> dict:
+    name = read_build(build).name
+    report: dict = {"model": name}
+    with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp, serve(build, name, Path(tmp)) as server:
+        if "timing" in parts:
+            report |= timing_summary(timed_candidates(server.url, build, name, rounds, n, min_ms, budget_ms))
+        if "ttfp" in parts:
+            report["ttfp"] = ttfp_summary(cold_visits(server.url, name, rounds))
+    return report
 
 
 def print_table(report: dict) -> None:
     print(f"\n### {report['model']}\n")
-    print("| candidate | median ms | engine/backend/variant | threads |")
-    print("| --- | ---: | --- | ---: |")
-    for label, row in report["rows"].items():
-        what = f"{row.get('engine') or 'tfjs'}/{row['backend']}/{row.get('variant') or ''}"
-        print(f"| {label} | {row['ms']:.2f} | {what} | {row.get('threads')} |")
-    print()
-    print(f"- SDK auto / fastest allowed ({report['fastest']}): {report['auto_over_fastest']:.2f}x; "
-          f"float32 only / fastest float32 ({report['fastest_float32']}): "
-          f"{report['auto_f32_over_fastest_f32']:.2f}x")
-    print(f"- speed-up vs TF.js default start: {report['speedup_vs_default']:.1f}x (int8 allowed), "
-          f"{report['speedup_f32_vs_default']:.1f}x (float32 only); vs TF.js wasm as it starts: "
-          f"{report['speedup_vs_wasm_start']:.1f}x / {report['speedup_f32_vs_wasm_start']:.1f}x")
-    for k, v in report["ttfp"].items():
-        print(f"- cold time to first prediction, {k}: {v['cold_ms']:.0f} ms (answered by {v['cold_engine']}, "
-              f"then {v['after_upgrade']}); repeat visit {v['repeat_ms']:.0f} ms on {v['repeat_engine']}")
+    if "rows" in report:
+        print("| candidate | median ms | engine/backend/variant | threads |")
+        print("| --- | ---: | --- | ---: |")
+        for label, row in report["rows"].items():
+            what = f"{row.get('engine') or 'tfjs'}/{row['backend']}/{row.get('variant') or ''}"
+            print(f"| {label} | {row['ms']:.2f} | {what} | {row.get('threads')} |")
+        print()
+        print(f"- SDK auto / fastest allowed ({report['fastest']}): {report['auto_over_fastest']:.2f}x; "
+              f"float32 only / fastest float32 ({report['fastest_float32']}): "
+              f"{report['auto_f32_over_fastest_f32']:.2f}x")
+        print(f"- speed-up vs TF.js default start: {report['speedup_vs_default']:.1f}x (int8 allowed), "
+              f"{report['speedup_f32_vs_default']:.1f}x (float32 only); vs TF.js wasm as it starts: "
+              f"{report['speedup_vs_wasm_start']:.1f}x / {report['speedup_f32_vs_wasm_start']:.1f}x")
+    for k, v in report.get("ttfp", {}).items():
+        print(f"- cold time to first prediction, {k}: {v['cold_ms']:.0f} ms (each visit: "
+              f"{', '.join(map(str, v['cold_runs_ms']))}; answered by {v['cold_engine']}, then "
+              f"{v['after_upgrade']}); repeat visit {v['repeat_ms']:.0f} ms on {v['repeat_engine']}")
 
 
 def main() -> None:
@@ -245,9 +278,14 @@ def main() -> None:
     parser.add_argument("--min-ms", type=int, default=1000,
                         help="time each candidate for at least this long as well as --predictions calls")
     parser.add_argument("--budget-ms", type=int, default=4000, help="stop timing a candidate after this")
+    parser.add_argument("--parts", default="timing,ttfp",
+                        help="what to measure: timing (every candidate), ttfp (cold visits), or both")
     parser.add_argument("--json", type=Path, help="also write the full report here")
     args = parser.parse_args()
-    reports = [bench_build(b, args.rounds, args.predictions, args.min_ms, args.budget_ms)
+    parts = tuple(p.strip() for p in args.parts.split(","))
+    if not set(parts) <= {"timing", "ttfp"}:
+        parser.error(f"--parts takes timing and/or ttfp, not {args.parts!r}")
+    reports = [bench_build(b, args.rounds, args.predictions, args.min_ms, args.budget_ms, parts)
                for b in args.builds]
     if args.json:
         args.json.write_text(json.dumps(reports, indent=1))

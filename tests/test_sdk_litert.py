@@ -60,6 +60,8 @@ def test_digits_through_litert_and_remembered(sdk_server, digit_pngs):
     stats = out["stats"]
     assert (stats["engine"], stats["variant"]) == ("litert", "tflite-int8")
     assert stats["threads"] == rest[0]["threads"]
+    wasm = stats["wasm"]
+    assert wasm["threads"] and wasm["relaxedSimd"] and wasm["int8Dot"] in ("usdot", "sdot", "none")
     race = out["upgrade"]["results"][0]
     assert race["ok"] and race["against"]["candidate"]["engine"] == "tfjs"
     assert not stats["fallbacks"] and not [e for e in out["events"] if e["type"] == "error"]

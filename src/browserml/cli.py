@@ -377,7 +377,8 @@ def split_list(value: str | None) -> list[str] | None:
 @click.option("--n", type=click.IntRange(5), default=50, show_default=True,
               help="Timed calls per configuration and repeat.")
 @click.option("--budget-ms", type=float, default=8000, show_default=True,
-              help="Time cap per configuration and repeat (at least 5 calls are always made).")
+              help="Time cap per configuration and repeat (at least 5 calls are always made); "
+                   "software backends at ~1 s a call need ~15000 for medians that repeat within 10%.")
 @click.option("--soak", type=click.IntRange(0), default=0, show_default=True,
               help="Predictions in the SDK soak (tensor and heap drift).")
 @click.option("--no-sdk", is_flag=True, help="Skip the SDK measurements (engines only).")
