@@ -5,7 +5,8 @@ the ratio to float32 (ours / baseline) and the accuracy change in percentage poi
 targets: TF.js uint8 <= 0.26x float32 with <= 0.5 pp loss, float16 <= 0.51x with <= 0.1 pp,
 tflite-int8 <= 0.26x with <= 0.5 pp.
 
-    .venv/bin/python benchmarks/bench_convert.py [--quick | --only cnn224 ...] [--out reports/convert.md]
+    .venv/bin/python benchmarks/bench_convert.py [--quick | --only cnn224 ...] [--reuse-runs]
+        [--out reports/convert.md]
 
 Runs and builds are kept under ``--workdir`` (``runs/<slug>``, ``build/<slug>``) so that
 ``browserml bench`` can measure the same models afterwards.
@@ -20,8 +21,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np
+
+from browserml import datasets
 from browserml.convert import convert, variant_rows
-from browserml.train import RunConfig, train
+from browserml.settings import get_settings
+from browserml.train import RunConfig, read_run, train
 
 CONFIGS = {
     "digits (cnn 28, mnist)": RunConfig(data="mnist", arch="cnn", input_size=28, epochs=5),
@@ -55,12 +60,29 @@ def markdown(title: str, build, seconds: float, test_accuracy: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recalibrate(run_dir: Path) -> float:
+    """Rewrite an existing run's ``calib.npz`` with the first ``calibration_samples`` images of its
+    training split (the split depends only on the run's seed, so these are exactly the images a
+    new training run would keep); return the run's Keras test accuracy."""
+    run = read_run(run_dir)
+    info = run.info
+    data = datasets.load(info["data"], input_size=info["input_size"], limit=info["limit"],
+                         seed=info["seed"], channels=info["channels"])
+    train_images = datasets.split(data, info["seed"]).train.images
+    np.savez_compressed(run_dir / "calib.npz",
+                        images=train_images[:get_settings().calibration_samples])
+    return run.metrics["test_accuracy"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Digits only.")
     parser.add_argument("--only", choices=sorted(SLUGS.values()), action="append",
                         help="Run only these configurations (repeatable).")
     parser.add_argument("--out", type=Path, default=Path("reports/convert.md"))
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="Convert the existing runs/<slug> again (calibration set refreshed) "
+                             "instead of training.")
     parser.add_argument("--workdir", type=Path, default=Path("."),
                         help="Where runs/<slug> and build/<slug> are kept.")
     args = parser.parse_args()
@@ -71,9 +93,10 @@ def main() -> None:
             continue
         run_dir, build_dir = args.workdir / "runs" / slug, args.workdir / "build" / slug
         started = time.perf_counter()
-        result = train(config, run_dir)
+        reuse = args.reuse_runs and (run_dir / "model.keras").is_file()
+        test_accuracy = recalibrate(run_dir) if reuse else train(config, run_dir).test_accuracy
         build = convert(run_dir, build_dir, name=slug)
-        section = markdown(title, build, time.perf_counter() - started, result.test_accuracy)
+        section = markdown(title, build, time.perf_counter() - started, test_accuracy)
         print(section, flush=True)
         sections.append(section)
     args.out.parent.mkdir(parents=True, exist_ok=True)

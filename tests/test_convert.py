@@ -69,6 +69,19 @@ def test_build_metadata_comes_from_the_run(digits_run, build):
     assert build.keras_accuracy == run.metrics["test_accuracy"]
 
 
+def test_the_run_keeps_its_first_training_images_for_int8_calibration(digits_run):
+    """calib.npz is the first `calibration_samples` images of the seeded training split: what
+    int8 calibration draws from, never a test image."""
+    from browserml import datasets
+
+    run = read_run(digits_run)
+    data = datasets.load("mnist", input_size=28, limit=run.info["limit"], seed=run.info["seed"])
+    train_images = datasets.split(data, run.info["seed"]).train.images
+    calibration = run.calibration_images()
+    assert len(calibration) == min(get_settings().calibration_samples, len(train_images)) == 1024
+    assert np.array_equal(calibration, train_images[:1024])
+
+
 def test_shards_respect_the_shard_size(digits_build, build):
     limit = get_settings().shard_bytes
     for name in TFJS_VARIANTS:

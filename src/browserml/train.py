@@ -8,7 +8,7 @@ The run directory is the contract with ``convert``::
       metrics.json    val/test accuracy, history, sample counts, skipped files
       run.json        how it was made (dataset, arch, sizes, seed)
       test.npz        the held-out test images (uint8) and labels: convert and verify measure on these
-      calib.npz       a few hundred training images: the representative set for int8 calibration
+      calib.npz       the first `calibration_samples` (1,024) training images: the int8 calibration set
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from . import datasets
 from .errors import DatasetError, ModelError
 from .progress import progress_bar
 from .settings import get_settings
-
-CALIBRATION_SAMPLES = 256
 
 
 @dataclass
@@ -146,7 +144,7 @@ def write_run(out: Path, model, config: RunConfig, seed: int, data: datasets.Dat
            "limit": config.limit, "alpha": config.alpha, "head": config.head}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     np.savez_compressed(out / "test.npz", images=splits.test.images, labels=splits.test.labels)
-    calib = splits.train.images[:CALIBRATION_SAMPLES]
+    calib = splits.train.images[:get_settings().calibration_samples]
     np.savez_compressed(out / "calib.npz", images=calib)
 
 
