@@ -29,6 +29,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from browserml.bench.harness import abba
 from browserml.browser import launch_browser
 from browserml.registry import Registry
 from browserml.server.run import BackgroundServer, start_in_thread
@@ -182,12 +183,9 @@ def timed_candidates(url: str, build: Path, name: str, rounds: int, n: int, min_
     rows: dict[str, list[dict]] = {}
     with launch_browser() as context:
         context.add_init_script(KEEP_TIMING)
-        for round_ in range(rounds):
-            # A B .. B A: odd rounds run the candidates in reverse, so no candidate always runs
-            # first (cold page cache) or last (warmest CPU).
-            order = jobs(build, name, n, min_ms, budget_ms)
-            for label, script, args in order[::-1] if round_ % 2 else order:
-                rows.setdefault(label, []).append(in_page(context, url, script, args))
+        # A B .. B A: no candidate always runs first (cold page cache) or last (warmest CPU).
+        for _round, (label, script, args) in abba(jobs(build, name, n, min_ms, budget_ms), rounds):
+            rows.setdefault(label, []).append(in_page(context, url, script, args))
     return rows
 
 
@@ -196,9 +194,8 @@ def cold_visits(url: str, name: str, rounds: int) -> dict[str, list[dict]]:
     (A B B A ...) so machine drift does not favour either."""
     pair = [("sdk auto", {}), ("tfjs alone (litert off)", {"litert": "off"})]
     visits: dict[str, list[dict]] = {label: [] for label, _ in pair}
-    for round_ in range(rounds):
-        for label, options in pair[::-1] if round_ % 2 else pair:
-            visits[label].append(cold_ttfp(url, name, options))
+    for _round, (label, options) in abba(pair, rounds):
+        visits[label].append(cold_ttfp(url, name, options))
     return visits
 
 

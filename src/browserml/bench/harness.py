@@ -12,6 +12,7 @@ import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from ..variants import Build, read_build
 from .environment import environment
 from .native import native_litert, native_tensorflow
 
+T = TypeVar("T")
 STATIC = Path(__file__).resolve().parent.parent / "static"
 BENCH_PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm",
                   "@tensorflow/tfjs-backend-webgpu", "@litertjs/core", "@litertjs/wasm-utils",
@@ -102,7 +104,7 @@ def configurations(build: Build, engines: list[str], backends: list[str],
     return configs
 
 
-def abba(configs: list[Config], repeats: int = 2) -> list[tuple[int, Config]]:
+def abba(configs: list[T], repeats: int = 2) -> list[tuple[int, T]]:
     """Return ``(repeat, config)`` in A B C, C B A order, so order effects cancel."""
     order = []
     for repeat in range(repeats):
