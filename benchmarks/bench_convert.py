@@ -21,12 +21,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
-
-from browserml import datasets
 from browserml.convert import convert, variant_rows
-from browserml.settings import get_settings
-from browserml.train import RunConfig, read_run, train
+from browserml.train import RunConfig, refresh_calibration, train
 
 CONFIGS = {
     "digits (cnn 28, mnist)": RunConfig(data="mnist", arch="cnn", input_size=28, epochs=5),
@@ -60,20 +56,6 @@ def markdown(title: str, build, seconds: float, test_accuracy: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def recalibrate(run_dir: Path) -> float:
-    """Rewrite an existing run's ``calib.npz`` with the first ``calibration_samples`` images of its
-    training split (the split depends only on the run's seed, so these are exactly the images a
-    new training run would keep); return the run's Keras test accuracy."""
-    run = read_run(run_dir)
-    info = run.info
-    data = datasets.load(info["data"], input_size=info["input_size"], limit=info["limit"],
-                         seed=info["seed"], channels=info["channels"])
-    train_images = datasets.split(data, info["seed"]).train.images
-    np.savez_compressed(run_dir / "calib.npz",
-                        images=train_images[:get_settings().calibration_samples])
-    return run.metrics["test_accuracy"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Digits only.")
@@ -94,7 +76,8 @@ def main() -> None:
         run_dir, build_dir = args.workdir / "runs" / slug, args.workdir / "build" / slug
         started = time.perf_counter()
         reuse = args.reuse_runs and (run_dir / "model.keras").is_file()
-        test_accuracy = recalibrate(run_dir) if reuse else train(config, run_dir).test_accuracy
+        test_accuracy = (refresh_calibration(run_dir).metrics["test_accuracy"] if reuse
+                         else train(config, run_dir).test_accuracy)
         build = convert(run_dir, build_dir, name=slug)
         section = markdown(title, build, time.perf_counter() - started, test_accuracy)
         print(section, flush=True)

@@ -19,7 +19,7 @@ from browserml.tfjs.layers_model import (
     read_model_json,
     write_layers_model,
 )
-from browserml.train import read_run
+from browserml.train import read_run, refresh_calibration
 from browserml.variants import Build, Variant, check_files, read_build, sha256_file
 
 RUN_FILES = ("model.keras", "labels.json", "metrics.json", "run.json", "test.npz")
@@ -80,6 +80,15 @@ def test_the_run_keeps_its_first_training_images_for_int8_calibration(digits_run
     calibration = run.calibration_images()
     assert len(calibration) == min(get_settings().calibration_samples, len(train_images)) == 1024
     assert np.array_equal(calibration, train_images[:1024])
+
+
+def test_refresh_calibration_rewrites_the_set_a_new_training_run_would_keep(tmp_path, digits_run):
+    run_dir = tmp_path / "digits"
+    shutil.copytree(digits_run, run_dir)
+    np.savez_compressed(run_dir / "calib.npz", images=read_run(digits_run).calibration_images()[:3])
+    refreshed = refresh_calibration(run_dir)
+    assert np.array_equal(refreshed.calibration_images(), read_run(digits_run).calibration_images())
+    assert refreshed.metrics == read_run(digits_run).metrics  # the model and its figures untouched
 
 
 def test_shards_respect_the_shard_size(digits_build, build):

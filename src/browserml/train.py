@@ -144,8 +144,12 @@ def write_run(out: Path, model, config: RunConfig, seed: int, data: datasets.Dat
            "limit": config.limit, "alpha": config.alpha, "head": config.head}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     np.savez_compressed(out / "test.npz", images=splits.test.images, labels=splits.test.labels)
-    calib = splits.train.images[:get_settings().calibration_samples]
-    np.savez_compressed(out / "calib.npz", images=calib)
+    write_calibration(out, splits.train.images)
+
+
+def write_calibration(out: Path, train_images: np.ndarray) -> None:
+    """Keep the first ``calibration_samples`` training images as the int8 calibration set."""
+    np.savez_compressed(out / "calib.npz", images=train_images[:get_settings().calibration_samples])
 
 
 @dataclass
@@ -187,3 +191,14 @@ def read_run(run_dir: Path) -> Run:
         raise ModelError(f"{run_dir}: malformed JSON ({exc})") from None
     with np.load(run_dir / "test.npz") as test:
         return Run(run_dir, labels, info, metrics, test["images"], test["labels"])
+
+
+def refresh_calibration(run_dir: Path) -> Run:
+    """Given a run made with another ``calibration_samples``, rewrite its ``calib.npz`` from the
+    same training split (it depends only on the run's seed, so these are the images training it
+    again would keep), and return the run read back."""
+    info = read_run(run_dir).info
+    data = datasets.load(info["data"], input_size=info["input_size"], limit=info["limit"],
+                         seed=info["seed"], channels=info["channels"])
+    write_calibration(run_dir, datasets.split(data, info["seed"]).train.images)
+    return read_run(run_dir)
