@@ -2,7 +2,7 @@
 its conv stack and its dense head, each exported to TFLite float32 and full-integer int8 exactly
 as ``browserml convert`` does, timed in LiteRT.js (headless Chromium, crossOriginIsolated, 2
 threads) and in native LiteRT (XNNPACK, 2 threads) in one run, with the int8 / float32 ratio of
-each side. The page also reports the SDK's relaxed-SIMD int8 dot probe (``int8Dot``): where it
+each side. The bench page also reports the SDK's relaxed-SIMD int8 dot probe (``int8Dot``): where it
 says "none" XNNPACK runs int8 without dot-product kernels in the browser.
 
 Needs a trained CNN run (``runs/cnn224`` from ``benchmarks/bench_convert.py``). Run from the repo
@@ -21,47 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from browserml.bench.harness import BENCH_PACKAGES, STATIC, Config, run_page
 from browserml.bench.native import native_litert
-from browserml.browser import launch_browser, open_page, serve_local_files, vendor_mounts
+from browserml.browser import launch_browser, serve_local_files, vendor_mounts
 from browserml.progress import progress_bar
 from browserml.settings import PROJECT_ROOT, get_settings
 from browserml.tflite import converter_for, saved_model
-
-PAGE = """<!doctype html><meta charset="utf-8">
-<script type="importmap">
-{"imports": {"@litertjs/wasm-utils": "/vendor/@litertjs/wasm-utils/dist/index.js"}}
-</script>
-<script type="module" onerror="window.browsermlLoadFailed = 'page module'">
-import { loadLiteRt, loadAndCompile, Tensor } from '/vendor/@litertjs/core/dist/index.js';
-import { wasmFeatures } from '/sdk/device.js';
-const ready = loadLiteRt('/vendor/@litertjs/core/wasm/', { threads: true });
-window.features = wasmFeatures();
-window.timeModel = async (file, shape, n) => {
-  await ready;
-  const model = await loadAndCompile('/models/' + file,
-    { accelerator: 'wasm', cpuOptions: { numThreads: 2 } });
-  const size = shape.reduce((a, b) => a * b, 1);
-  const pixels = new Float32Array(size).map(() => Math.floor(Math.random() * 256));
-  const run = async () => {
-    const input = new Tensor(pixels, shape);
-    const out = await model.run([input]);
-    input.delete();
-    out[0].toTypedArray();
-    for (const t of out) t.delete();
-  };
-  for (let i = 0; i < 5; i += 1) await run();
-  const times = [];
-  for (let i = 0; i < n; i += 1) {
-    const t0 = performance.now();
-    await run();
-    times.push(performance.now() - t0);
-  }
-  model.delete();
-  return times;
-};
-window.ready = true;
-</script>
-"""
 
 
 def split_model(model):
@@ -100,7 +65,8 @@ def export_parts(run_dir: Path, out: Path) -> dict[str, tuple[list[int], dict[st
             files = {}
             for variant in ("tflite-float32", "tflite-int8"):
                 bar.update(task, status=f"{name} {variant}")
-                path = out / f"{name.replace(' ', '-')}-{variant}.tflite"
+                path = out / f"{name.replace(' ', '-')}-{variant}" / "model.tflite"
+                path.parent.mkdir()
                 path.write_bytes(converter_for(saved, variant, calibration).convert())
                 files[variant] = path
                 bar.advance(task)
@@ -109,18 +75,18 @@ def export_parts(run_dir: Path, out: Path) -> dict[str, tuple[list[int], dict[st
 
 
 def time_in_browser(parts: dict, folder: Path, n: int) -> tuple[dict, dict]:
-    """Median ms of every part and variant in LiteRT.js, and the page's wasm features."""
-    (folder / "index.html").write_text(PAGE)
-    mounts = {"/models/": folder, "/sdk/": get_settings().sdk_dir,
-              **vendor_mounts(["@litertjs/core", "@litertjs/wasm-utils"])}
-    medians = {}
+    """Median ms of every part and variant in LiteRT.js, each in a fresh page of the harness's
+    own bench page (``browserml bench``'s LiteRT.js loop), and the page's wasm features."""
+    mounts = {"/static/": STATIC, "/sdk/": get_settings().sdk_dir, "/model/": folder,
+              **vendor_mounts(BENCH_PACKAGES)}
+    medians, features = {}, {}
     with serve_local_files(mounts) as origin, launch_browser() as context:
-        page = open_page(context, f"{origin}/models/index.html", "window.ready === true")
-        features = page.evaluate("window.features")
         for name, (shape, files) in parts.items():
             for variant, path in files.items():
-                times = page.evaluate("([f, s, n]) => timeModel(f, s, n)", [path.name, shape, n])
-                medians[(name, variant)] = statistics.median(times)
+                config = Config("litert", "wasm", path.parent.name, 1)
+                result = run_page(context, origin, config, shape[1:], n, budget_ms=60_000)
+                medians[(name, variant)] = statistics.median(result["times"])
+                features = result["env"]
     return medians, features
 
 

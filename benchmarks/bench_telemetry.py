@@ -323,7 +323,7 @@ def bulk_load(settings: Any, total: int, days: int = 30) -> float:
     of 500 (as ingest stores them) in 50,000-event transactions, and the rollups that ingest would
     have built (the same fold, summed over the whole month, then widened to hours and days).
     Return seconds taken."""
-    from browserml.telemetry.batch import encode_events
+    from browserml.telemetry.schema import encode_events
     from browserml.telemetry.stats import coarser, fold, merge_minutes
     from browserml.telemetry.store import open_store
 

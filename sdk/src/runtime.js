@@ -85,7 +85,7 @@ export class Runtime {
     // fetches nothing of it.
     this._litertFactory = deps.litertFactory || (async () => {
       const { LitertEngine } = await import('./engines/litert.js');
-      return new LitertEngine({ vendor, threads: this.options.threads });
+      return new LitertEngine({ vendor, threads: this.options.threads, features: this.features });
     });
     /** The engine of the current candidate. */
     this.engine = this.tfjs;

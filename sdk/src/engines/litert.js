@@ -117,12 +117,12 @@ async function withWorkerGlue(wasmDir, file, fn) {
 }
 
 export class LitertEngine {
-  /** @param {{vendor?: string, threads?: number}} [opts] */
+  /** @param {{vendor?: string, threads?: number, features?: ReturnType<typeof wasmFeatures>}} [opts] */
   constructor(opts = {}) {
     this.name = 'litert';
     this.vendor = new URL(opts.vendor || '/vendor/', globalThis.location ? globalThis.location.href : undefined).href;
     this.askedThreads = opts.threads;
-    this.features = wasmFeatures();
+    this.features = opts.features || wasmFeatures();
     this.threads = litertThreads(this.features, this.askedThreads);
     /** @type {any} the LiteRT.js module namespace */
     this.lib = null;

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .schema import _BATCH, Event, validate_batch
+from .schema import Event, encode_events, validate_batch
 from .stats import fold
 
 
@@ -55,12 +55,6 @@ def receive(body: bytes, max_events: int, received_ms: int) -> Received:
 def prepare(events: list[Event], received_ms: int) -> Prepared:
     """Given validated events and their arrival time, return them folded and encoded."""
     return Prepared(received_ms, len(events), encode_events(events), fold(events, received_ms))
-
-
-def encode_events(events: list[Event]) -> str:
-    """Given validated events, return the compact JSON array that is stored (pydantic's Rust
-    serializer; over-long reasons are already cut by validation)."""
-    return _BATCH.dump_json(events).decode()
 
 
 def exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:

@@ -115,6 +115,12 @@ def validate_batch(body: bytes, max_events: int) -> Validated:
     return Validated(events)
 
 
+def encode_events(events: list[Event]) -> str:
+    """Given validated events, return the compact JSON array that is stored (the same adapter
+    that validated them, so pydantic's Rust serializer; over-long reasons are already cut)."""
+    return _BATCH.dump_json(events).decode()
+
+
 def _validate_each(body: bytes, max_events: int) -> Validated:
     """Slow path: parse, check the shape, then validate event by event."""
     try:
