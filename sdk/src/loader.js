@@ -11,6 +11,7 @@
 
 import { IntegrityError, LoadError } from './errors.js';
 import { manifestKey, sha256Hex } from './cache.js';
+import { pickManifest } from './canary.js';
 
 /**
  * @typedef {{path: string, role: string, url: string, bytes: number, sha256: string}} ManifestFile
@@ -31,7 +32,7 @@ import { manifestKey, sha256Hex } from './cache.js';
 export async function fetchManifest(opts) {
   const { server, model, channel = 'stable', clientId, cache } = opts;
   const doFetch = opts.fetch || globalThis.fetch.bind(globalThis);
-  const url = manifestUrl(server, model, channel, clientId);
+  const url = manifestUrl(server, model, channel);
   const key = manifestKey(server, model, channel);
   const t0 = now();
   let response;
@@ -52,20 +53,21 @@ export async function fetchManifest(opts) {
     throw new LoadError(`manifest ${url}: HTTP ${response.status}${detail ? ` (${detail})` : ''}`,
       response.status === 404 ? 'not-found' : 'http');
   }
-  const manifest = validateManifest(await response.json());
+  const manifest = validateManifest(await pickManifest(await response.json(), clientId));
   if (cache) await cache.putManifest(key, manifest);
   return { manifest, source: 'network', ms: now() - t0 };
 }
 
 /**
- * @param {string} server @param {string} model @param {string} channel @param {string} [clientId]
+ * The channel document's URL: one path, no query, so `browserml serve` and a static tree from
+ * `browserml export` (any CDN or object store) answer it alike; the canary split is applied here
+ * (canary.js). `server` may carry a path prefix (`https://cdn.example/models/`).
+ * @param {string} server @param {string} model @param {string} channel
  * @returns {string} absolute manifest URL
  */
-export function manifestUrl(server, model, channel, clientId) {
-  const u = new URL(`/v1/models/${encodeURIComponent(model)}/manifest`, server);
-  u.searchParams.set('channel', channel);
-  if (clientId) u.searchParams.set('client', clientId);
-  return u.href;
+export function manifestUrl(server, model, channel) {
+  const base = server.endsWith('/') ? server : `${server}/`;
+  return new URL(`v1/models/${encodeURIComponent(model)}/channels/${encodeURIComponent(channel)}.json`, base).href;
 }
 
 /**
@@ -117,7 +119,7 @@ export async function loadVariantFiles(variant, opts) {
         report.evicted.push(file.path);
       }
     }
-    const url = new URL(file.url || `/v1/blobs/${file.sha256}`, opts.server).href;
+    const url = blobUrl(opts.server, file);
     let response;
     try {
       response = await doFetch(url, { credentials: 'omit' });
@@ -136,6 +138,19 @@ export async function loadVariantFiles(variant, opts) {
   }));
   report.ms = now() - t0;
   return report;
+}
+
+/**
+ * A file's absolute URL: the manifest's `url` (`/v1/blobs/<sha256>`) under the server's base, so a
+ * base with a path prefix (a CDN folder) keeps it; an absolute `url` is used as it is.
+ * @param {string} server @param {ManifestFile} file
+ * @returns {string}
+ */
+export function blobUrl(server, file) {
+  const path = file.url || `/v1/blobs/${file.sha256}`;
+  if (/^[a-z][a-z0-9+.-]*:/i.test(path)) return path;
+  const base = server.endsWith('/') ? server : `${server}/`;
+  return new URL(path.replace(/^\/+/, ''), base).href;
 }
 
 /**

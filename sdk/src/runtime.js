@@ -76,7 +76,7 @@ export class Runtime {
     this.store = deps.store || null;
     this.cache = this.options.cache === false ? null : (deps.cache !== undefined ? deps.cache : new BlobCache());
     this.fetch = deps.fetch;
-    const vendor = this.options.vendor || new URL('/vendor/', this.server).href;
+    const vendor = this.options.vendor || new URL('vendor/', this.server.endsWith('/') ? this.server : `${this.server}/`).href;
     /** The TF.js engine: always what a cold visit starts on. */
     this.tfjs = deps.engineFactory ? deps.engineFactory() : new TfjsEngine({ vendor, threads: this.options.threads });
     /** The LiteRT.js engine, created (and its 9.4 MB wasm fetched) only when tried. */

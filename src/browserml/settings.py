@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     manifest_max_age: int = Field(30, description="Seconds clients may cache a manifest.")
+    admin_token: str | None = Field(
+        None, min_length=16, description="Admin bearer token shared by several server instances (issue 20); "
+        "unset: <data_dir>/admin-token, created on first start.",
+    )
     cors_origins: list[str] = Field(default_factory=list)
     max_upload_bytes: int = 512 * 1024 * 1024
     blob_cache_bytes: int = Field(256 * 1024 * 1024, description="Hot blobs kept in memory.")

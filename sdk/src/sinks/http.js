@@ -15,6 +15,9 @@
  *   goes out with `fetch` (`keepalive`, `text/plain`, so no CORS preflight). A network error, 429 or
  *   5xx puts the batch back (if there is room) and doubles the wait, up to 5 minutes; 4xx other
  *   than 429 is a schema disagreement and is not retried.
+ * - Every batch carries an idempotency key (`?batch=<uuid>`); a retried batch keeps its key, so
+ *   when an answer was lost after the server committed (an instance killed, a balancer timeout)
+ *   the server stores the batch once (issue 20).
  * - On `pagehide` (and when the page becomes hidden) everything queued goes with
  *   `navigator.sendBeacon` as `text/plain`, split into bodies under 60 KB (the beacon quota).
  *
@@ -144,11 +147,11 @@ export class HttpSink {
   /** Send one batch with fetch now (resolves when answered; never rejects). */
   async flush() {
     if (this.inFlight || !this.queue.length || !this.fetch) return this.inFlight;
-    const batch = this.queue.splice(0, this.maxBatch);
+    const { batch, key } = this._take(this.maxBatch);
     this.inFlight = (async () => {
       let delivered = false;
       try {
-        const res = await this.fetch(this.url, {
+        const res = await this.fetch(batchUrl(this.url, key), {
           method: 'POST', body: this._body(batch), keepalive: true,
           headers: { 'content-type': 'text/plain' }, credentials: 'omit',
         });
@@ -158,10 +161,10 @@ export class HttpSink {
           this.backoff = this.intervalMs;
           delivered = true;
         } else {
-          this._requeue(batch);
+          this._requeue(batch, key);
         }
       } catch {
-        this._requeue(batch);
+        this._requeue(batch, key);
       } finally {
         this.inFlight = null;
       }
@@ -180,14 +183,15 @@ export class HttpSink {
     }
     let ok = true;
     while (this.queue.length) {
-      let n = Math.min(this.queue.length, this.maxBatch);
+      let n = this._runLength(this.maxBatch);
       let body = this._body(this.queue.slice(0, n));
       while (body.length > BEACON_BYTES && n > 1) {
         n = Math.max(1, Math.floor(n / 2));
         body = this._body(this.queue.slice(0, n));
       }
+      const key = this.queue[0].key || newKey();
       let handed = false;
-      try { handed = this.beacon(this.url, body); } catch { handed = false; }
+      try { handed = this.beacon(batchUrl(this.url, key), body); } catch { handed = false; }
       if (!handed) {
         ok = false;
         break;
@@ -220,7 +224,27 @@ export class HttpSink {
     return JSON.stringify(batch.map(({ wire, at }) => ({ ...wire, age_ms: Math.min(86400000, Math.max(0, Math.round(sentAt - at))) })));
   }
 
-  _requeue(batch) {
+  /**
+   * Take the next batch off the queue with its idempotency key: a batch that failed before goes
+   * again whole (or what is left of it) under its first key, so the server stores it once
+   * whichever attempt got through; new events get a new key and never join a keyed batch.
+   * @param {number} max
+   */
+  _take(max) {
+    const key = this.queue[0].key || newKey();
+    return { batch: this.queue.splice(0, this._runLength(max)), key };
+  }
+
+  /** How many queued events form the next batch: the leading run sharing one key (or none). */
+  _runLength(max) {
+    const key = this.queue[0].key;
+    let n = 1;
+    while (n < Math.min(max, this.queue.length) && this.queue[n].key === key) n += 1;
+    return n;
+  }
+
+  _requeue(batch, key) {
+    for (const item of batch) item.key = key;
     this.failures += 1;
     const room = this.maxQueue - this.queue.length;
     if (room < batch.length) this.dropped += batch.length - Math.max(room, 0);
@@ -236,6 +260,22 @@ export class HttpSink {
     }, ms);
     if (this.timer && typeof this.timer.unref === 'function') this.timer.unref();
   }
+}
+
+/** A random idempotency key for one batch (what the server deduplicates on). */
+export function newKey() {
+  const c = /** @type {any} */ (globalThis).crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+}
+
+/**
+ * The POST URL of one batch: its idempotency key in the query (`?batch=<key>`), not a header, so
+ * the request stays CORS-simple (no preflight) and `sendBeacon` can carry it too.
+ * @param {string} url @param {string} key
+ */
+export function batchUrl(url, key) {
+  return `${url}${url.includes('?') ? '&' : '?'}batch=${encodeURIComponent(key)}`;
 }
 
 /**

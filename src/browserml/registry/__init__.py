@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from .blobs import BlobStore
 from .db import ChannelState, open_database
-from .registry import Published, Registry, check_name, pick_version
+from .registry import Published, Registry, canary_bucket, check_name, pick_version
 
 __all__ = [
     "BlobStore",
     "ChannelState",
     "Published",
     "Registry",
+    "canary_bucket",
     "check_name",
     "open_database",
     "pick_version",

@@ -181,6 +181,29 @@ class Registry:
         version = pick_version(state, name, client_id)
         return self.version_manifest(name, version, channel)
 
+    def channel_document(self, name: str, channel: str = DEFAULT_CHANNEL) -> dict[str, Any]:
+        """Given a model and channel, return what *every* client of the channel may read — the
+        static form of :meth:`manifest`, fit for a CDN: the manifest of the version clients without
+        a canary bucket get, plus, during a canary, ``rollout = {version, percent, manifest}``.
+        The SDK applies the split itself with :func:`pick_version`'s hash, so a client lands on
+        the same version whether a server or a static file answered.
+
+        Raises NotFoundError for an unknown model or channel."""
+        check_name(name)
+        check_name(channel, "channel")
+        state = self.db.channel(name, channel)
+        if state is None:
+            self._require_model(name)
+            raise NotFoundError(f"model {name!r} has no channel {channel!r}")
+        document = self.version_manifest(name, pick_version(state, name, None), channel)
+        if state.percent < 100 and state.base_version is not None:
+            document["rollout"] = {
+                "version": state.version,
+                "percent": state.percent,
+                "manifest": self.version_manifest(name, state.version, channel),
+            }
+        return document
+
     def version_manifest(self, name: str, version: int, channel: str | None = None) -> dict:
         """Given a model and version, return its manifest (without blob URLs)."""
         row = self.db.get_version(check_name(name), version)
@@ -199,9 +222,16 @@ def pick_version(state: ChannelState, name: str, client_id: str | None) -> int:
         return state.version
     if not client_id:
         return state.base_version
-    digest = hashlib.sha256(f"{name}\n{state.channel}\n{client_id}".encode()).digest()
-    bucket = int.from_bytes(digest[:8], "big") % 100
-    return state.version if bucket < state.percent else state.base_version
+    in_rollout = canary_bucket(name, state.channel, client_id) < state.percent
+    return state.version if in_rollout else state.base_version
+
+
+def canary_bucket(name: str, channel: str, client_id: str) -> int:
+    """Given a model, channel and client id, return the client's bucket 0-99: the first 8 bytes
+    of sha256("name\\nchannel\\nclient") big-endian, mod 100. The SDK's ``canary.js`` computes the
+    same with SubtleCrypto for static manifests, so every server and every CDN agree."""
+    digest = hashlib.sha256(f"{name}\n{channel}\n{client_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100
 
 
 def _state_dict(state: ChannelState) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from . import blobs, models, pages
 from . import metrics as metrics_surface
 from . import stats as stats_surface
 from . import telemetry as telemetry_surface
-from .auth import ensure_admin_token
+from .auth import admin_token
 from .blobs import BlobFastPathMiddleware
 from .headers import IsolationHeadersMiddleware
 
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     the server shuts down."""
     settings = settings or get_settings()
     registry = Registry(settings)
-    admin_token = ensure_admin_token(settings.data_dir)
+    token = admin_token(settings)
     # Telemetry (issue 9): store opened here too, so a bad database fails before binding.
     metrics = metrics_surface.Metrics()
     telemetry = telemetry_surface.TelemetryService(settings, open_store(settings), metrics)
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                              count=metrics.blob_fast_path.inc)
     app.state.settings = settings
     app.state.registry = registry
-    app.state.admin_token = admin_token
+    app.state.admin_token = token
     app.state.metrics = metrics
     app.state.telemetry = telemetry
     return app

@@ -2,7 +2,8 @@
 
 One random token per data dir, created on first start in ``<data_dir>/admin-token`` with mode 0600
 (``O_EXCL`` so two servers starting together cannot both write one), read by whoever may administer
-the registry. Compared with :func:`hmac.compare_digest` so response timing does not leak how much
+the registry; or one given in ``BROWSERML_ADMIN_TOKEN``, which every instance of a deployment shares.
+Compared with :func:`hmac.compare_digest` so response timing does not leak how much
 of a guess was right, and every failure answers the same bare 401 so nothing leaks either.
 """
 
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from ..settings import Settings
 
 TOKEN_FILE = "admin-token"
 
@@ -39,6 +42,12 @@ def ensure_admin_token(data_dir: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_urlsafe(32) + "\n")
     return path.read_text().strip()
+
+
+def admin_token(settings: Settings) -> str:
+    """Given settings, return the admin token: ``BROWSERML_ADMIN_TOKEN`` when set (how several
+    instances share one without sharing a disk), else the data dir's token file."""
+    return settings.admin_token or ensure_admin_token(settings.data_dir)
 
 
 def unauthorized() -> JSONResponse:

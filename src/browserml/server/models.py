@@ -51,7 +51,35 @@ async def manifest(request: Request) -> Response:
     channel = request.query_params.get("channel", DEFAULT_CHANNEL)
     client = request.query_params.get("client")
     body = await run_in_threadpool(_registry(request).manifest, name, channel, client)
-    payload = json.dumps(with_urls(body), separators=(",", ":")).encode()
+    return _cached_json(request, encode_json(with_urls(body)))
+
+
+def with_document_urls(document: dict[str, Any]) -> dict[str, Any]:
+    """Given a channel document, add blob URLs to its manifest and to its rollout's."""
+    with_urls(document)
+    if "rollout" in document:
+        with_urls(document["rollout"]["manifest"])
+    return document
+
+
+def encode_json(body: dict[str, Any]) -> bytes:
+    """The exact bytes of a manifest or channel document: compact JSON (``browserml export``
+    writes the same bytes, so a CDN and a server answer identically)."""
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def channel_document(request: Request) -> Response:
+    """``GET /v1/models/{name}/channels/{channel}.json``: the channel document (the manifest for
+    clients outside a canary, plus the rollout the SDK applies by its client id hash). The same
+    path and bytes ``browserml export`` writes, so the SDK reads one URL from a server or a CDN."""
+    name, channel = request.path_params["name"], request.path_params["channel"]
+    body = await run_in_threadpool(_registry(request).channel_document, name, channel)
+    return _cached_json(request, encode_json(with_document_urls(body)))
+
+
+def _cached_json(request: Request, payload: bytes) -> Response:
+    """Answer ``payload`` with the manifest max-age and a strong ETag over its bytes (304 when
+    the client's copy is current)."""
     etag = f'"{hashlib.sha256(payload).hexdigest()[:40]}"'
     headers = {
         "cache-control": f"public, max-age={request.app.state.settings.manifest_max_age}",
@@ -186,6 +214,7 @@ def routes() -> list[Route]:
         Route("/v1/models/{name}/manifest", manifest, methods=["GET"]),
         Route("/v1/models/{name}/versions", upload, methods=["POST"]),
         Route("/v1/models/{name}/versions/{version}", delete_version, methods=["DELETE"]),
+        Route("/v1/models/{name}/channels/{channel}.json", channel_document, methods=["GET"]),
         Route("/v1/models/{name}/channels/{channel}", promote, methods=["POST"]),
         Route("/v1/models/{name}/channels/{channel}/rollback", rollback, methods=["POST"]),
     ]

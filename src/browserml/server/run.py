@@ -31,7 +31,10 @@ def serve(
     ``proxy_headers`` trusts X-Forwarded-* from 127.0.0.1; leave it off unless a reverse proxy on
     this host fronts the server (it adds a middleware layer to every request)."""
     app = create_app(settings)
-    print(f"admin token: {token_path(settings.data_dir)} (mode 0600)", flush=True)
+    where = f"{token_path(settings.data_dir)} (mode 0600)"
+    if settings.admin_token:
+        where = "BROWSERML_ADMIN_TOKEN"
+    print(f"admin token: {where}", flush=True)
     uvicorn.run(
         app,
         host=host or settings.host,

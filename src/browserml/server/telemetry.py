@@ -10,6 +10,10 @@ Contract (what the SDK's HTTP sink relies on):
   the store committed the accepted events. Events failing the schema are dropped one by one and
   reported (the first 20). If every event of a non-empty batch is bad, nothing is stored and the
   answer is ``400`` with the same body plus ``"error"``.
+* ``?batch=<key>`` (optional, the SDK always sends one): an idempotency key. A batch whose key
+  was stored before (by any instance on the same database) is not stored again; the answer is the
+  same 200 with ``"duplicate": true``, so a client retrying after a lost answer loses nothing and
+  counts nothing twice.
 * ``400 {"error": ...}`` malformed JSON or not an array; ``413`` too many bytes or events;
   ``429`` with ``Retry-After`` when the client (by address) exceeds its token bucket of
   ``telemetry_rate`` events/s, ``telemetry_burst`` deep; ``503`` when the database fails (retry).
@@ -31,9 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
+import re
 import time
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -53,6 +59,8 @@ from .metrics import Metrics
 log = logging.getLogger("browserml.telemetry")
 
 ACCEPTED_TYPES = ("", "application/json", "text/plain")
+# ``?batch=<key>``: the SDK's idempotency key for one batch (a UUID); retries reuse it (issue 20).
+BATCH_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class RateLimiter:
@@ -94,7 +102,7 @@ class TelemetryService:
         self.writer = ThreadPoolExecutor(max_workers=store.writers, thread_name_prefix="telemetry-writer")
         self.limiter = RateLimiter(settings.telemetry_rate, settings.telemetry_burst)
         self._retention: asyncio.Task[None] | None = None
-        self._queue: list[tuple[Prepared, asyncio.Future[int]]] = []
+        self._queue: list[tuple[Prepared, asyncio.Future[bool]]] = []
         self._flushers = 0
         self.validators = _validator_pool(settings.telemetry_validators)
 
@@ -117,10 +125,11 @@ class TelemetryService:
                 self.validators = _validator_pool(self.settings.telemetry_validators)
             return receive(body, max_events, received_ms)
 
-    async def store_batch(self, batch: Prepared) -> int:
-        """Queue one prepared batch for the next group commit; return once it is committed
-        (raise what the store raised if that commit failed)."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    async def store_batch(self, batch: Prepared) -> bool:
+        """Queue one prepared batch for the next group commit; return once it is committed:
+        True, or False when its idempotency key was already stored (raise what the store raised
+        if that commit failed)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((batch, future))
         if self._flushers < self.store.writers:
             self._flushers += 1
@@ -133,15 +142,15 @@ class TelemetryService:
             while self._queue:
                 group, self._queue = self._queue, []
                 try:
-                    await self.write(self.store.commit, [batch for batch, _ in group])
+                    fresh = await self.write(self.store.commit_each, [batch for batch, _ in group])
                 except Exception as exc:
                     for _, future in group:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for batch, future in group:
+                for (_, future), new in zip(group, fresh, strict=True):
                     if not future.done():
-                        future.set_result(batch.n)
+                        future.set_result(new)
         finally:
             self._flushers -= 1
 
@@ -215,6 +224,10 @@ async def ingest(request: Request) -> Response:
     wait = service.limiter.take(client, 1)
     if wait:
         return _limited(metrics, wait)
+    key = request.query_params.get("batch")
+    if key is not None and BATCH_KEY.fullmatch(key) is None:
+        metrics.batches.labels("bad_request").inc()
+        return _error(400, "batch key must be 1-64 characters of A-Z a-z 0-9 _ . : -; send a UUID")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ACCEPTED_TYPES:
         metrics.batches.labels("bad_request").inc()
@@ -259,7 +272,7 @@ async def ingest(request: Request) -> Response:
             return _limited(metrics, wait)
     started = time.perf_counter()
     try:
-        await service.store_batch(batch)
+        fresh = await service.store_batch(dataclasses.replace(batch, key=key) if key else batch)
     except Exception:
         metrics.db_errors.labels("ingest").inc()
         metrics.batches.labels("db_error").inc()
@@ -269,6 +282,9 @@ async def ingest(request: Request) -> Response:
             headers={"Retry-After": "5"},
         )
     metrics.commit_seconds.observe(time.perf_counter() - started)
+    if not fresh:  # an earlier attempt of this batch was committed: acknowledge it again
+        metrics.batches.labels("duplicate").inc()
+        return JSONResponse({**report, "duplicate": True})
     metrics.events_accepted.inc(accepted)
     metrics.batches.labels("stored").inc()
     return JSONResponse(report)

@@ -24,13 +24,14 @@ from .stats import fold
 
 @dataclass(frozen=True)
 class Prepared:
-    """One batch ready to store: its raw row (arrival time, event count, events as JSON) and its
-    per-minute rollup deltas (:func:`.stats.fold`)."""
+    """One batch ready to store: its raw row (arrival time, event count, events as JSON), its
+    per-minute rollup deltas (:func:`.stats.fold`) and its idempotency key, if the client sent one."""
 
     received_ms: int
     n: int
     events_json: str
     minutes: dict[tuple, list]
+    key: str | None = None  # the client's idempotency key (``?batch=``): stored at most once
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,14 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 GROUPABLE = {"engine", "backend", "device", "variant", "version"}
 INSERT_BATCH = "INSERT INTO telemetry_batches (received_ms, n, events) VALUES (?, ?, ?)"
+# Idempotency (issue 20): a batch carrying a client key is stored once per key, whichever server
+# instance and whichever attempt gets it first; the unique index makes PostgreSQL serialize two
+# instances inserting one key (the second waits for the first's commit, then does nothing).
+INSERT_KEYED = (
+    "INSERT INTO telemetry_batches (received_ms, n, events, batch_key) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (batch_key) DO NOTHING RETURNING id"
+)
+KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS telemetry_batches_key ON telemetry_batches (batch_key)"
 SQLITE_FILE = "telemetry.sqlite3"
 
 
@@ -219,15 +227,51 @@ class TelemetryStore(ABC):
 
     def commit(self, batches: Sequence[Prepared]) -> int:
         """Store several prepared batches in ONE transaction (one fsync): the server's group
-        commit. All or nothing, like :meth:`ingest`; return how many events were stored."""
+        commit. All or nothing, like :meth:`ingest`; return how many events were stored (a batch
+        whose key is already stored adds none)."""
+        fresh = self.commit_each(batches)
+        return sum(b.n for b, new in zip(batches, fresh, strict=True) if new)
+
+    def commit_each(self, batches: Sequence[Prepared]) -> list[bool]:
+        """Like :meth:`commit`; return, per batch, False when its idempotency key was stored
+        before (by any server on this database), so nothing of it was stored again."""
+        keyed = sorted((b for b in batches if b.n and b.key), key=lambda b: b.key or "")
+        if keyed:
+            plain = [b for b in batches if b.n and not b.key]
+            fresh = self._write_keyed(plain, keyed)
+            return [not b.key or fresh.get(id(b), False) for b in batches]
+        self._commit_plain(batches)
+        return [True] * len(batches)
+
+    def _keyed_rollups(self, run: Any, plain: list[Prepared], keyed: list[Prepared]) -> tuple[
+        dict[int, bool], list[tuple[Any, ...]]
+    ]:
+        """Inside a write transaction: insert ``keyed`` (sorted by key, so two instances lock keys
+        in one order) with ``run``; return which were new and the rollup rows of the new and the
+        ``plain`` batches (a duplicate must not count twice in the rollups either)."""
+        fresh: dict[int, bool] = {}
+        sql = self._sql(INSERT_KEYED)
+        for b in keyed:
+            fresh[id(b)] = bool(run(sql, (b.received_ms, b.n, b.events_json, b.key)).fetchall())
+        minutes: dict[tuple, list] = {}
+        for b in [*plain, *(b for b in keyed if fresh[id(b)])]:
+            merge_minutes(minutes, b.minutes)
+        return fresh, coarser(minutes)
+
+    @abstractmethod
+    def _write_keyed(self, plain: list[Prepared], keyed: list[Prepared]) -> dict[int, bool]:
+        """Store ``plain`` batches and the ``keyed`` ones not stored before, with their rollups, in
+        one transaction; return ``{id(batch): stored now}`` for the keyed ones."""
+
+    def _commit_plain(self, batches: Sequence[Prepared]) -> None:
+        """The group commit of batches without keys (the layout measured in BENCHMARKS.md)."""
         batches = [b for b in batches if b.n]
         if not batches:
-            return 0
+            return
         minutes: dict[tuple, list] = {}
         for batch in batches:
             merge_minutes(minutes, batch.minutes)
         self._write([(b.received_ms, b.n, b.events_json) for b in batches], coarser(minutes))
-        return sum(b.n for b in batches)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -355,6 +399,10 @@ class SQLiteTelemetryStore(TelemetryStore):
         self._upsert = _upsert_sql("MAX", "?")
         with self._transaction() as run:
             run(_batches_table("INTEGER PRIMARY KEY", "INTEGER", "TEXT"), ())
+            columns = {row[1] for row in run("PRAGMA table_info(telemetry_batches)", ()).fetchall()}
+            if "batch_key" not in columns:
+                run("ALTER TABLE telemetry_batches ADD COLUMN batch_key TEXT", ())
+            run(KEY_INDEX, ())
             run(_events_view(postgres=False), ())
             run(_rollups_table("REAL", "INTEGER"), ())
 
@@ -367,6 +415,13 @@ class SQLiteTelemetryStore(TelemetryStore):
         with self._lock, sqlite_write(self._writer) as conn:
             conn.executemany(INSERT_BATCH, batches)
             conn.executemany(self._upsert, rollups)
+
+    def _write_keyed(self, plain: list[Prepared], keyed: list[Prepared]) -> dict[int, bool]:
+        with self._lock, sqlite_write(self._writer) as conn:
+            fresh, rollups = self._keyed_rollups(conn.execute, plain, keyed)
+            conn.executemany(INSERT_BATCH, [(b.received_ms, b.n, b.events_json) for b in plain])
+            conn.executemany(self._upsert, rollups)
+        return fresh
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
@@ -395,6 +450,8 @@ class PostgresTelemetryStore(TelemetryStore):
         self._upsert = _upsert_sql("GREATEST", "%s")
         with self._transaction() as run:
             run(_batches_table("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "BIGINT", "json"), ())
+            run("ALTER TABLE telemetry_batches ADD COLUMN IF NOT EXISTS batch_key TEXT", ())
+            run(KEY_INDEX, ())
             run(_events_view(postgres=True), ())
             run(_rollups_table("DOUBLE PRECISION", "BIGINT"), ())
 
@@ -407,6 +464,14 @@ class PostgresTelemetryStore(TelemetryStore):
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(self._sql(INSERT_BATCH), batches)
             cur.executemany(self._upsert, rollups)
+
+    def _write_keyed(self, plain: list[Prepared], keyed: list[Prepared]) -> dict[int, bool]:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            fresh, rollups = self._keyed_rollups(cur.execute, plain, keyed)
+            if plain:
+                cur.executemany(self._sql(INSERT_BATCH), [(b.received_ms, b.n, b.events_json) for b in plain])
+            cur.executemany(self._upsert, rollups)
+        return fresh
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
