@@ -283,6 +283,27 @@ def serve(host, port, access_log, proxy_headers, data_dir):
                proxy_headers=proxy_headers)
 
 
+@cli.command(name="export")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--model", "models", multiple=True, help="Model to export (repeatable; default: all).")
+@click.option("--channel", "channels", multiple=True,
+              help="Channel to export (repeatable; default: every channel of each model).")
+@click.option("--listen", default="8080", show_default=True, help="nginx.conf's listen address.")
+@click.option("--server-name", default="_", show_default=True, help="nginx.conf's server_name.")
+@data_dir_option
+def export_(out, models, channels, listen, server_name, data_dir):
+    """Write a static tree (channel documents, blobs, SDK, runtimes) for any CDN, with an nginx
+    server block and per-object metadata; only new blobs are copied, documents are written last."""
+    from .export import export
+
+    report = export(registry_settings(data_dir), Path(out), models or None, channels or None,
+                    listen=listen, server_name=server_name)
+    console.print(f"exported {len(report.documents)} channel documents to {report.out}/public: "
+                  f"{report.blobs_new} new blobs ({report.bytes_new:,} bytes), {report.blobs_kept} already "
+                  f"there; {report.runtime_copied} SDK/runtime files copied, {report.runtime_kept} "
+                  f"unchanged; {report.out}/nginx.conf, {report.out}/objects.json", highlight=False)
+
+
 @cli.command(name="import")
 @click.argument("model_json", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Build directory.")
