@@ -206,7 +206,8 @@ def test_the_sdk_assigns_every_client_the_version_the_server_picks(client, publi
         "const out = []; for (const id of ids) out.push((await pickManifest(doc, id)).version);\n"
         "console.log(JSON.stringify(out));\n"
     ).replace("require_input", "process.argv[1]")
-    result = subprocess.run(["node", "--input-type=module", "-e", script, json.dumps([json.loads(document), ids])],
+    argument = json.dumps([json.loads(document), ids])
+    result = subprocess.run(["node", "--input-type=module", "-e", script, argument],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=True)
     sdk_versions = json.loads(result.stdout)
     with Registry(published.settings) as registry:
