@@ -1,0 +1,277 @@
+"""Scale-out benchmark (issue 20): telemetry ingest with 1 and 2 ``browserml serve`` instances on
+one PostgreSQL behind Debian's nginx, and a SIGKILL of one instance under client load.
+
+1. **Ingest, 1 vs 2 instances.** Each configuration is nginx (2 workers, ``least_conn``) in front
+   of N instances (separate processes and ports, ``BROWSERML_TELEMETRY_VALIDATORS=0`` so one
+   instance is one process, each pinned with ``taskset`` to its own core: instance i on core
+   i mod cores), one PostgreSQL schema, and a load generator process replaying 500-event batches
+   over keep-alive connections, each request with its own idempotency key (the SDK always sends
+   one). Runs go in the order 1, 2, 2, 1 so drift from other work on the machine hits both sides;
+   events/s counts only 200 answers (committed). Beside each run, the CPU seconds each party used
+   (from /proc: instances, nginx, postgres, load generator), which names the bottleneck.
+2. **Failover.** Clients (``browserml.bench.traffic``: channel document, blob, telemetry batch
+   with SDK-style retries under one key) run through nginx in front of 2 instances; one is
+   SIGKILLed a third of the way in and restarted 1 s later. Reported: failed GETs, failed batches,
+   acknowledged events vs events in the database (lost / duplicated), rollups vs raw.
+
+Usage: ``.venv/bin/python benchmarks/bench_scale.py [--seconds 8] [--connections 16]``
+(PostgreSQL from ``BROWSERML_TEST_DATABASE_URL`` or the tests' default; a fresh schema per run.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bench_telemetry import BATCH, _read_response, make_batch, pg_schema  # noqa: E402
+
+from browserml import nginx  # noqa: E402
+from browserml.server.instances import instance_env, start_instances  # noqa: E402
+from browserml.server.run import free_port  # noqa: E402
+from browserml.settings import Settings  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------ load generator (own process)
+
+
+async def _closed_loop(port: int, bodies: list[bytes], connections: int, seconds: float) -> dict:
+    ok = failed = 0
+    stop = time.perf_counter() + seconds
+    prefix = uuid.uuid4().hex[:12]
+
+    async def worker(i: int) -> None:
+        nonlocal ok, failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        k = i
+        while time.perf_counter() < stop:
+            body = bodies[k % len(bodies)]
+            head = (f"POST /v1/telemetry?batch={prefix}-{k} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            writer.write(head + body)
+            k += connections
+            if await _read_response(reader) == 200:
+                ok += 1
+            else:
+                failed += 1
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(connections)))
+    elapsed = time.perf_counter() - start
+    return {"batches_ok": ok, "batches_failed": failed, "seconds": elapsed,
+            "events_per_s": ok * BATCH / elapsed}
+
+
+def loadgen_main(args: argparse.Namespace) -> None:
+    import uvloop
+
+    bodies = [make_batch(seed) for seed in range(64)]
+    print(json.dumps(uvloop.run(_closed_loop(args.port, bodies, args.connections, args.seconds))), flush=True)
+
+
+# ------------------------------------------------------------------ CPU accounting
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def pids_named(name: str) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def snapshot(groups: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+
+
+# ------------------------------------------------------------------ one configuration
+
+
+@contextmanager
+def deployment(count: int, database_url: str, workdir: Path, **settings: object):
+    """``count`` instances (pinned one core each) behind nginx; yield (balancer port, instances, groups)."""
+    cores = os.cpu_count() or 1
+    env = instance_env(database_url, secrets.token_urlsafe(32), telemetry_validators=0, telemetry_rate=0,
+                       **settings)
+    data_dir = workdir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    instances = start_instances(count, data_dir, env, [free_port() for _ in range(count)],
+                                cpus=[str(i % cores) for i in range(count)])
+    port = free_port()
+    fragment = nginx.balancer_server_block([i.address for i in instances], f"127.0.0.1:{port}")
+    try:
+        with nginx.start_nginx(workdir / "nginx", fragment, port, workers=2) as proxy:
+            groups = {
+                "instances": [i.process.pid for i in instances],
+                "nginx": [proxy.process.pid, *children(proxy.process.pid)],
+                "postgres": pids_named("postgres"),
+            }
+            yield port, instances, groups
+    finally:
+        for instance in instances:
+            instance.stop()
+
+
+def ingest_run(count: int, seconds: float, connections: int) -> dict[str, Any]:
+    with (tempfile.TemporaryDirectory(prefix=f"bench-scale-{count}-") as tmp, pg_schema() as url,
+          deployment(count, url, Path(tmp)) as (port, _, groups)):
+            command = [sys.executable, __file__, "loadgen", "--port", str(port), "--seconds", "2",
+                       "--connections", str(connections)]
+            subprocess.run(command, capture_output=True, check=True, timeout=120)  # warm-up
+            command[6] = str(seconds)
+            before, started = snapshot(groups), time.monotonic()
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            groups["load generator"] = [proc.pid]
+            load_before = cpu_seconds(proc.pid)
+            watched = {"load generator": 0.0}
+
+            def watch() -> None:  # the generator's CPU, read just before it exits
+                while proc.poll() is None:
+                    watched["load generator"] = cpu_seconds(proc.pid) - load_before
+                    time.sleep(0.2)
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            out, _ = proc.communicate(timeout=seconds + 120)
+            watcher.join()
+            elapsed = time.monotonic() - started
+            after = snapshot({k: v for k, v in groups.items() if k != "load generator"})
+    result = json.loads(out.strip().splitlines()[-1])
+    cpu = {k: round(after[k] - before[k], 2) for k in after}
+    cpu["load generator"] = round(watched["load generator"], 2)
+    result["cpu_seconds"] = cpu
+    result["cpu_share_of_machine"] = round(sum(cpu.values()) / (elapsed * (os.cpu_count() or 1)), 2)
+    return result
+
+
+# ------------------------------------------------------------------ failover
+
+
+def failover_run(seconds: float) -> dict[str, Any]:
+    from browserml.bench.traffic import run_traffic
+    from browserml.registry import Registry
+    from browserml.telemetry.store import open_store
+    from conftest import write_synthetic_build
+
+    with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp, pg_schema() as url:
+        settings = Settings(data_dir=Path(tmp) / "data", database_url=url)
+        with Registry(settings) as registry:
+            registry.publish(write_synthetic_build(Path(tmp) / "build", seed=1), "digits", channel="stable")
+        with deployment(2, url, Path(tmp)) as (port, instances, _):
+            result: dict[str, Any] = {}
+            thread = threading.Thread(target=lambda: result.update(report=asyncio.run(run_traffic(
+                f"http://127.0.0.1:{port}", "digits", seconds=seconds, workers=8, events_per_batch=20))))
+            thread.start()
+            time.sleep(seconds / 3)
+            instances[1].kill()
+            killed_at = time.monotonic()
+            time.sleep(1)
+            instances[1].start()
+            restarted_after = time.monotonic() - killed_at
+            thread.join()
+        store = open_store(settings)
+        try:
+            raw = store.count_events()
+            with store._read() as conn:
+                rollups = dict(conn.execute("SELECT span, SUM(n_events) FROM telemetry_rollups GROUP BY span")
+                               .fetchall())
+        finally:
+            store.close()
+    report = result["report"]
+    acknowledged = report.events_acknowledged
+    return {**report.summary(), "restarted_after_s": round(restarted_after, 2), "events_stored": raw,
+            "events_lost": max(0, acknowledged - raw), "events_duplicated": max(0, raw - acknowledged),
+            "rollups_match_raw": all(int(v) == raw for v in rollups.values()) and len(rollups) == 3}
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    lg = sub.add_parser("loadgen")
+    lg.add_argument("--port", type=int, required=True)
+    lg.add_argument("--seconds", type=float, default=8)
+    lg.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=8, help="Length of each ingest run.")
+    parser.add_argument("--connections", type=int, default=16, help="Load generator connections.")
+    parser.add_argument("--failover-seconds", type=float, default=9, help="Length of the failover run.")
+    parser.add_argument("--only", choices=["ingest", "failover"], default=None)
+    args = parser.parse_args()
+    if args.command == "loadgen":
+        loadgen_main(args)
+        return
+    nginx.nginx_binary()
+    results: dict[str, Any] = {"cores": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+    if args.only in (None, "ingest"):
+        runs: dict[int, list[dict]] = {1: [], 2: []}
+        for count in (1, 2, 2, 1):
+            r = ingest_run(count, args.seconds, args.connections)
+            runs[count].append(r)
+            print(f"{count} instance(s): {r['events_per_s']:,.0f} events/s ({r['batches_failed']} failed); "
+                  f"CPU s {r['cpu_seconds']} = {r['cpu_share_of_machine']:.0%} of the machine", flush=True)
+        one = statistics.median(r["events_per_s"] for r in runs[1])
+        two = statistics.median(r["events_per_s"] for r in runs[2])
+        results["ingest"] = {"one": runs[1], "two": runs[2], "ratio": two / one}
+        print(f"ingest: 1 instance {one:,.0f} events/s, 2 instances {two:,.0f} events/s: {two / one:.2f}x",
+              flush=True)
+    if args.only in (None, "failover"):
+        r = failover_run(args.failover_seconds)
+        results["failover"] = r
+        print(f"failover: {r['gets']} GETs ({r['get_failures']} failed), {r['batches']} batches "
+              f"({r['batch_failures']} failed, {r['retried_batches']} retried, {r['duplicate_answers']} "
+              f"answered duplicate), {r['events_acknowledged']} events acknowledged, {r['events_stored']} "
+              f"stored: {r['events_lost']} lost, {r['events_duplicated']} duplicated; rollups match raw: "
+              f"{r['rollups_match_raw']}", flush=True)
+    results["load_average_at_end"] = os.getloadavg()
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
