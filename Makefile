@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: deps demo test lint pg chromium clean
+.PHONY: deps demo test lint pg chromium nginx clean
 
-deps: $(VENV)/.stamp node_modules/.stamp chromium
+deps: $(VENV)/.stamp node_modules/.stamp chromium nginx
 
 $(VENV)/.stamp: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ node_modules/.stamp: package.json package-lock.json
 
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# Debian's nginx: the tests serve `browserml export` trees and balance several servers with it.
+nginx:
+	@test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
 
 pg:
 	bash scripts/ensure-postgres.sh
