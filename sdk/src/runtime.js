@@ -11,6 +11,7 @@ import { deviceClass, deviceKey, wasmFeatures } from './device.js';
 import { EngineError, InputError, LoadError, toPlain } from './errors.js';
 import { buildArtifacts, fetchManifest, loadVariantFiles } from './loader.js';
 import { MemoryGuard } from './memory.js';
+import { LoadProgress } from './progress.js';
 import { decode } from './preprocess.js';
 import {
   DEFAULT_BUDGET_MS, candidateKey, choiceKey, fallbackCandidates, litertOrder, litertPlan, probeOrder, rank,
@@ -66,7 +67,9 @@ export class Runtime {
   /**
    * @param {LoadOptions} options
    * @param {{store?: {get(k: string): any, set(k: string, v: any): void}, sink?: any,
-   *   engineFactory?: () => any, cache?: BlobCache | null, fetch?: typeof fetch}} [deps]
+   *   engineFactory?: () => any, cache?: BlobCache | null, fetch?: typeof fetch,
+   *   progress?: (event: import('./progress.js').ProgressEvent) => void}} [deps]
+   *   progress: called with load progress (see progress.js), at load and on later loads
    */
   constructor(options, deps = {}) {
     if (!options || !options.model) throw new TypeError('BrowserML.load needs {model}');
@@ -94,6 +97,8 @@ export class Runtime {
     this._upgradePromise = null;
     /** The TF.js candidate to go back to when LiteRT.js fails after a switch. */
     this.tfjsChoice = null;
+    /** Bytes, integrity, compile and warm-up progress of every model load (progress.js). */
+    this.progress = new LoadProgress(deps.progress);
     this.telemetry = new Telemetry(deps.sink, { device: deviceClass(), predictSampleRate: this.options.predictSampleRate });
     /** What wasm engines can use on this device (threads, relaxed SIMD, int8 dot product). */
     this.features = wasmFeatures();
@@ -119,6 +124,7 @@ export class Runtime {
     const t0 = now();
     const o = this.options;
     this.telemetry.emit('init', { model: o.model, channel: o.channel, crossOriginIsolated: Boolean(globalThis.crossOriginIsolated) });
+    this.progress.phase('manifest', { model: o.model });
     // TF.js's bundle is parsed while the manifest is in flight: both are on the critical path of
     // a repeat visit, neither depends on the other.
     const te = now();
@@ -154,6 +160,7 @@ export class Runtime {
         evicted: files.evicted, selectionMs: this.selection.ms, selection: this.selection.source,
       };
       this.telemetry.emit('load', { ...this.loadInfo, probes: this.selection.results });
+      this.progress.phase('ready', { ...this.current });
       return this;
     } catch (err) {
       this.telemetry.emit('error', { phase: 'load', ...toPlain(err) });
@@ -242,7 +249,13 @@ export class Runtime {
   async _files(variantName, engine = this.engine.name) {
     const variant = this.manifest.variants.find((v) => v.name === variantName && (v.engine || 'tfjs') === engine);
     if (!variant) throw new LoadError(`manifest has no ${engine} variant ${variantName}`, 'manifest');
-    const report = await loadVariantFiles(variant, { server: this.server, fetch: this.fetch, cache: this.cache });
+    let report;
+    try {
+      report = await loadVariantFiles(variant, { server: this.server, fetch: this.fetch, cache: this.cache, progress: this.progress });
+    } catch (err) {
+      this.progress.abandon(variantName);
+      throw err;
+    }
     const artifacts = buildArtifacts(variant, report.files);
     report.files = null; // the artifacts hold the bytes now; let the map go
     return { artifacts, report };
@@ -269,8 +282,10 @@ export class Runtime {
       try {
         await this.engine.useBackend(candidate.backend);
         const tl = now();
+        this.progress.phase('compile', candidate);
         model = await this.engine.loadModel(artifacts);
         const tw = now();
+        this.progress.phase('warmup', candidate);
         const bad = checkOutputs(await this.engine.warmup(model, spec));
         if (bad) throw new EngineError(`warm-up gave ${bad}`, 'nan');
         const warmupMs = now() - tw;
@@ -310,8 +325,10 @@ export class Runtime {
     const engine = await this._engineFor(candidate.engine);
     const arts = artifacts || (await this._files(candidate.variant, candidate.engine)).artifacts;
     await engine.useBackend(candidate.backend);
+    this.progress.phase('compile', candidate);
     const model = await engine.loadModel(arts);
     try {
+      this.progress.phase('warmup', candidate);
       const bad = checkOutputs(await engine.warmup(model, this.manifest.input));
       if (bad) throw new EngineError(`warm-up gave ${bad}`, 'nan');
       const health = engine.health();
@@ -419,10 +436,12 @@ export class Runtime {
     const start = now();
     const budget = this.options.selectionBudgetMs;
     const tl = now();
+    this.progress.phase('compile', candidate);
     const model = await engine.loadModel(artifacts);
     let kept = false;
     try {
       const tw = now();
+      this.progress.phase('warmup', candidate);
       const bad = checkOutputs(await engine.warmup(model, spec));
       if (bad) throw new EngineError(`warm-up gave ${bad}`, 'nan');
       const warmupMs = now() - tw;
