@@ -107,6 +107,7 @@ function sinkOf(telemetry) {
 export async function load(options) {
   if (!options || !options.model) throw new TypeError('BrowserML.load({model, server?, channel?}) needs a model name');
   const { telemetry, worker = false, shared = true, onProgress, ...rest } = options;
+  if (worker && rest.runtimes) throw new TypeError('BrowserML.load: worker mode loads its runtimes from /vendor/; drop `runtimes` or `worker`');
   const server = rest.server || (globalThis.location && globalThis.location.origin);
   const key = `${server}|${rest.model}|${rest.channel || 'stable'}|${worker ? 'worker' : 'page'}`;
   if (shared && instances.has(key)) {

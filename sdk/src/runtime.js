@@ -28,6 +28,10 @@ import { TfjsEngine } from './engines/tfjs.js';
  * @property {string} [channel] release channel (default "stable")
  * @property {string} [clientId] opaque id for canary bucketing (the SDK keeps one in localStorage)
  * @property {string} [vendor] base URL of vendored runtimes (default `${server}/vendor/`)
+ * @property {{tf?: any, tfWasm?: any, litert?: any}} [runtimes] runtimes your bundler resolved
+ *   (`import * as tf from '@tensorflow/tfjs'`, `@tensorflow/tfjs-backend-wasm`, `@litertjs/core`):
+ *   used instead of loading them from /vendor (their wasm binaries still come from there)
+ * @property {string} [wasmPaths] where TF.js's wasm binaries are (default the vendor tree)
  * @property {string[]} [backends] only consider these backends
  * @property {string[]} [variants] only consider these variants
  * @property {number} [selectionBudgetMs] time budget for timing backends (default 1500)
@@ -81,14 +85,17 @@ export class Runtime {
     this.fetch = deps.fetch;
     const vendor = this.options.vendor || new URL('/vendor/', this.server).href;
     /** The TF.js engine: always what a cold visit starts on. */
-    this.tfjs = deps.engineFactory ? deps.engineFactory() : new TfjsEngine({ vendor, threads: this.options.threads });
+    const runtimes = this.options.runtimes || {};
+    this.tfjs = deps.engineFactory ? deps.engineFactory() : new TfjsEngine({
+      vendor, threads: this.options.threads, tf: runtimes.tf, tfWasm: runtimes.tfWasm, wasmPaths: this.options.wasmPaths,
+    });
     /** The LiteRT.js engine, created (and its 9.4 MB wasm fetched) only when tried. */
     this.litert = null;
     // engines/litert.js itself is imported on first use too: a page that never tries LiteRT.js
     // fetches nothing of it.
     this._litertFactory = deps.litertFactory || (async () => {
       const { LitertEngine } = await import('./engines/litert.js');
-      return new LitertEngine({ vendor, threads: this.options.threads, features: this.features });
+      return new LitertEngine({ vendor, threads: this.options.threads, features: this.features, lib: runtimes.litert });
     });
     /** The engine of the current candidate. */
     this.engine = this.tfjs;
