@@ -21,9 +21,9 @@ from browserml import nginx
 from browserml.export import NGINX_FILE, export
 from browserml.registry import Registry
 from browserml.server.models import encode_json, with_document_urls
-from browserml.server.pages import VENDORED
 from browserml.server.run import free_port, start_in_thread
 from browserml.settings import PROJECT_ROOT, Settings
+from browserml.vendor import runtime_files
 from conftest import server_settings, write_synthetic_build
 
 WASM = b"\x00asm\x01\x00\x00\x00" + bytes(range(64))
@@ -45,13 +45,13 @@ class Published:
 
 
 def stub_node_modules(root: Path) -> Path:
-    """One small file per vendored folder (a real wasm header where the runtime is wasm)."""
-    for package, folders in VENDORED.items():
-        for folder in folders:
-            target = root / package / folder
-            target.mkdir(parents=True)
-            (target / "runtime.js").write_text(f"export const name = '{package}/{folder}';\n")
-            (target / "runtime.wasm").write_bytes(WASM)
+    """Every listed runtime file, small (a real wasm header for wasm files), plus a file that is
+    in a package but not on the list (which neither origin may serve)."""
+    for file in runtime_files():
+        target = file.source(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(WASM if file.path.endswith(".wasm") else f"// {file.relpath}\n".encode())
+    (root / "@tensorflow" / "tfjs" / "dist" / "tf.min.js.map").write_text("{}")
     return root
 
 
@@ -176,14 +176,14 @@ def test_sdk_and_runtime_files_are_served_with_isolation_headers(client, publish
     assert sdk.headers["cross-origin-resource-policy"] == "same-origin"
     assert all(sdk.headers[k] == v for k, v in ISOLATION.items())
     assert client.get("/sdk/browserml.js", headers={"If-None-Match": sdk.headers["etag"]}).status_code == 304
-    for package, folders in VENDORED.items():
-        for folder in folders:
-            wasm = client.get(f"/vendor/{package}/{folder}/runtime.wasm")
-            assert wasm.status_code == 200 and wasm.content == WASM
-            assert wasm.headers["content-type"] == "application/wasm"
-            assert all(wasm.headers[k] == v for k, v in ISOLATION.items())
-            js = client.get(f"/vendor/{package}/{folder}/runtime.js")
-            assert js.headers["content-type"] == "text/javascript; charset=utf-8"
+    for file in runtime_files():
+        response = client.get(file.url_path)
+        assert response.status_code == 200, file.url_path
+        assert response.content == file.source(published.settings.node_modules).read_bytes()
+        assert all(response.headers[k] == v for k, v in ISOLATION.items())
+        expected = "application/wasm" if file.path.endswith(".wasm") else "text/javascript; charset=utf-8"
+        assert response.headers["content-type"] == expected, file.url_path
+    assert client.get("/vendor/@tensorflow/tfjs/dist/tf.min.js.map").status_code == 404
     assert client.get("/vendor/left-pad/index.js").status_code == 404
 
 

@@ -58,8 +58,9 @@ def test_explicit_version_is_immutable(registry, make_build):
 
 
 def test_promote_and_rollback(registry, make_build):
+    # The first version onto canary, so stable's history starts with the promotions below.
     for seed in (1, 2, 3):
-        registry.publish(make_build(seed=seed), "digits")
+        registry.publish(make_build(seed=seed), "digits", channel="canary" if seed == 1 else None)
     registry.promote("digits", 1, "stable")
     registry.promote("digits", 3, "stable")
     assert registry.manifest("digits", "stable")["version"] == 3
@@ -112,10 +113,26 @@ def test_delete_refuses_a_served_version(registry, make_build):
         registry.delete("digits", 2)
 
 
+def test_first_publish_goes_on_stable_later_ones_leave_channels_alone(registry, make_build):
+    first = registry.publish(make_build(seed=1), "digits")
+    assert first.channel == "stable"
+    assert registry.manifest("digits", "stable")["version"] == 1
+    second = registry.publish(make_build(seed=2), "digits")
+    assert second.channel is None
+    assert registry.manifest("digits", "stable")["version"] == 1
+    third = registry.publish(make_build(seed=3), "digits", channel="canary")
+    assert third.channel == "canary" and registry.manifest("digits", "stable")["version"] == 1
+    # A model whose first version was asked onto canary has no stable until promoted.
+    other = registry.publish(make_build(seed=4), "other", channel="canary")
+    assert other.channel == "canary"
+    with pytest.raises(NotFoundError, match="no channel 'stable'"):
+        registry.manifest("other", "stable")
+
+
 def test_unknown_model_channel_version(registry, make_build):
     with pytest.raises(NotFoundError, match="no model named 'nope'"):
         registry.manifest("nope")
-    registry.publish(make_build(), "digits")
+    registry.publish(make_build(), "digits", channel="canary")
     with pytest.raises(NotFoundError, match="no channel 'stable'"):
         registry.manifest("digits", "stable")
     with pytest.raises(NotFoundError, match="no version 5"):

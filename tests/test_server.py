@@ -183,13 +183,48 @@ def test_pages_are_cross_origin_isolated(published, live_server):
                 assert response.headers[name] == value
             assert response.headers["cross-origin-resource-policy"] == "same-origin"
         for path in (
-            "/vendor/@tensorflow/tfjs/package.json",  # outside dist/
+            "/vendor/@tensorflow/tfjs/package.json",  # not a runtime file
             "/vendor/@tensorflow/tfjs-core/dist/tf-core.min.js",  # not allowlisted
             "/vendor/@tensorflow/tfjs/dist/%2e%2e/package.json",
             "/vendor/left-pad/dist/index.js",
             "/sdk/..%2f..%2fpyproject.toml",
         ):
             assert client.get(path).status_code == 404, path
+
+
+# npm build leftovers that exist in node_modules beside the runtime files (issue 17, item 9): an
+# HTML page with inline scripts, source maps, type declarations, a TypeScript build cache, bundles
+# the SDK never loads. On the dashboard's origin they are a 404.
+LEFTOVERS = (
+    "@tensorflow/tfjs/dist/tf.min.js.html",
+    "@tensorflow/tfjs/dist/tsconfig.tsbuildinfo",
+    "@tensorflow/tfjs/dist/tf.min.js.map",
+    "@tensorflow/tfjs/dist/index.d.ts",
+    "@tensorflow/tfjs/dist/tf.es2017.js",
+    "@litertjs/core/dist/index.js.map",
+    "@litertjs/core/dist/index.d.ts",
+    "@litertjs/core/wasm/litert_wasm_jspi_internal.wasm",
+    "chart.js/dist/chart.umd.js.map",
+    "@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm.js",
+)
+
+
+def test_vendor_serves_only_the_listed_runtime_files(published, live_server):
+    from browserml import vendor
+    from browserml.settings import get_settings
+
+    node_modules = get_settings().node_modules
+    server = live_server(published)
+    with httpx.Client(base_url=server.url) as client:
+        for relpath in LEFTOVERS:
+            assert (node_modules / relpath).is_file(), f"{relpath}: pick a leftover that exists"
+            assert client.get(f"/vendor/{relpath}").status_code == 404, relpath
+        listed = vendor.runtime_files()
+        assert not any(f.relpath in LEFTOVERS for f in listed)
+        for entry in listed:
+            response = client.head(entry.url_path)
+            assert response.status_code == 200, entry.url_path
+            assert int(response.headers["content-length"]) == entry.source(node_modules).stat().st_size
 
 
 def test_cors_only_for_allowlisted_origins(published, live_server):

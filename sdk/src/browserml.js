@@ -19,6 +19,11 @@
  *
  * One instance per model per page: loading the same (server, model, channel, worker mode) again
  * returns the same classifier (reference-counted; `dispose` frees it when the last user is done).
+ *
+ * Progress: `load({onProgress})` gets every progress event of the load (bytes done / total per
+ * file and overall, from the network or the cache, integrity checks, compile and warm-up; see
+ * progress.js); the classifier is an EventTarget that dispatches the same as `progress` events
+ * (`CustomEvent.detail`) for later loads (the LiteRT.js upgrade, a rebuild).
  * @module browserml
  */
 
@@ -29,6 +34,7 @@ import { WorkerClassifier } from './worker.js';
 export { BrowserMLError, EngineError, InputError, IntegrityError, LoadError } from './errors.js';
 // Telemetry HTTP sink (issue 9): `telemetry: httpSink()` posts events to /v1/telemetry.
 export { HttpSink, httpSink } from './sinks/http.js';
+export { STEP_BYTES as PROGRESS_STEP_BYTES } from './progress.js';
 
 const instances = new Map();
 
@@ -90,30 +96,44 @@ function sinkOf(telemetry) {
 
 /**
  * Load a classifier.
- * @param {import('./runtime.js').LoadOptions & {worker?: boolean, telemetry?: any, shared?: boolean}} options
+ * @param {import('./runtime.js').LoadOptions & {worker?: boolean, telemetry?: any, shared?: boolean,
+ *   onProgress?: (event: import('./progress.js').ProgressEvent) => void}} options
  *   `worker: true` runs inference in a Web Worker; `telemetry` is a sink (function, {send}, array);
- *   `shared: false` opts out of the one-instance-per-page sharing (benchmarks, tests).
+ *   `shared: false` opts out of the one-instance-per-page sharing (benchmarks, tests);
+ *   `onProgress` receives the load's progress events (a second `load` of a shared classifier
+ *   still loading receives the rest of them).
  * @returns {Promise<Classifier>}
  */
 export async function load(options) {
   if (!options || !options.model) throw new TypeError('BrowserML.load({model, server?, channel?}) needs a model name');
-  const { telemetry, worker = false, shared = true, ...rest } = options;
+  const { telemetry, worker = false, shared = true, onProgress, ...rest } = options;
+  if (worker && rest.runtimes) throw new TypeError('BrowserML.load: worker mode loads its runtimes from /vendor/; drop `runtimes` or `worker`');
   const server = rest.server || (globalThis.location && globalThis.location.origin);
   const key = `${server}|${rest.model}|${rest.channel || 'stable'}|${worker ? 'worker' : 'page'}`;
   if (shared && instances.has(key)) {
     const entry = instances.get(key);
     entry.refs += 1;
+    if (typeof onProgress === 'function') entry.listeners.add(onProgress);
     return entry.promise;
   }
   const loadOptions = { ...rest, server, clientId: rest.clientId || clientId() };
   const store = new PageStore(localStore());
   const sink = sinkOf(telemetry);
+  const listeners = new Set(typeof onProgress === 'function' ? [onProgress] : []);
+  let classifier = null;
+  const progress = (event) => {
+    for (const fn of listeners) {
+      try { fn(event); } catch { /* a listener must not break a load */ }
+    }
+    if (classifier) classifier._progress(event);
+  };
   const promise = (async () => {
     const impl = worker
-      ? new WorkerClassifier(loadOptions, { store, sink })
-      : new Runtime(loadOptions, { store, sink });
+      ? new WorkerClassifier(loadOptions, { store, sink, progress })
+      : new Runtime(loadOptions, { store, sink, progress });
     await impl.load();
-    return new Classifier(impl, () => {
+    listeners.clear(); // later loads reach the classifier's own 'progress' listeners
+    classifier = new Classifier(impl, () => {
       if (!shared) return true;
       const entry = instances.get(key);
       if (!entry) return true;
@@ -122,20 +142,32 @@ export async function load(options) {
       instances.delete(key);
       return true;
     });
+    return classifier;
   })();
   if (shared) {
-    instances.set(key, { promise, refs: 1 });
+    instances.set(key, { promise, refs: 1, listeners });
     promise.catch(() => instances.delete(key));
   }
   return promise;
 }
 
-/** The object users hold: a thin facade over the page runtime or the worker proxy. */
-export class Classifier {
+/**
+ * The object users hold: a thin facade over the page runtime or the worker proxy. An EventTarget:
+ * `progress` events (CustomEvent, `detail` as in progress.js) for loads after `load` resolved.
+ */
+export class Classifier extends EventTarget {
   /** @param {Runtime | WorkerClassifier} impl @param {() => boolean} release */
   constructor(impl, release) {
+    super();
     this._impl = impl;
     this._release = release;
+  }
+
+  /** @param {import('./progress.js').ProgressEvent} detail */
+  _progress(detail) {
+    try {
+      this.dispatchEvent(new CustomEvent('progress', { detail }));
+    } catch { /* a listener must not break a load */ }
   }
 
   /**

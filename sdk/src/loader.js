@@ -12,6 +12,7 @@
 import { IntegrityError, LoadError } from './errors.js';
 import { manifestKey, sha256Hex } from './cache.js';
 import { pickManifest } from './canary.js';
+import { readBody } from './progress.js';
 
 /**
  * @typedef {{path: string, role: string, url: string, bytes: number, sha256: string}} ManifestFile
@@ -94,9 +95,12 @@ export function validateManifest(m) {
 }
 
 /**
- * Fetch (or read from cache) every file of a variant, verified.
+ * Fetch (or read from cache) every file of a variant, verified. With `opts.progress` (a
+ * progress.LoadProgress) network bodies are read with a stream reader and every file reports its
+ * bytes, source and integrity check as it goes.
  * @param {ManifestVariant} variant
- * @param {{server: string, fetch?: typeof fetch, cache?: import('./cache.js').BlobCache | null}} opts
+ * @param {{server: string, fetch?: typeof fetch, cache?: import('./cache.js').BlobCache | null,
+ *   progress?: import('./progress.js').LoadProgress | null}} opts
  * @returns {Promise<{files: Map<string, ArrayBuffer>, fromCache: number, fromNetwork: number,
  *   bytesFetched: number, evicted: string[], ms: number}>}
  */
@@ -105,6 +109,8 @@ export async function loadVariantFiles(variant, opts) {
   const cache = opts.cache || null;
   const t0 = now();
   const report = { files: new Map(), fromCache: 0, fromNetwork: 0, bytesFetched: 0, evicted: [], ms: 0 };
+  const progress = opts.progress && opts.progress.active ? opts.progress : null;
+  if (progress) progress.expect(variant.name, variant.files);
   await Promise.all(variant.files.map(async (file) => {
     if (cache) {
       const hit = await cache.get(file.sha256);
@@ -112,6 +118,10 @@ export async function loadVariantFiles(variant, opts) {
         if (hit.byteLength === file.bytes && (await sha256Hex(hit)) === file.sha256) {
           report.files.set(file.path, hit);
           report.fromCache += 1;
+          if (progress) {
+            progress.bytes(variant.name, file, hit.byteLength, 'cache');
+            progress.verified(variant.name, file, 'cache');
+          }
           return;
         }
         // A corrupt entry: drop it and fall through to the network.
@@ -129,8 +139,11 @@ export async function loadVariantFiles(variant, opts) {
     if (!response.ok) {
       throw new LoadError(`${variant.name}/${file.path}: HTTP ${response.status} from ${url}`, 'http');
     }
-    const bytes = await response.arrayBuffer();
+    const bytes = progress
+      ? await readBody(response, file.bytes, (n) => progress.bytes(variant.name, file, n, 'network'))
+      : await response.arrayBuffer();
     await verify(variant.name, file, bytes);
+    if (progress) progress.verified(variant.name, file, 'network');
     report.files.set(file.path, bytes);
     report.fromNetwork += 1;
     report.bytesFetched += bytes.byteLength;

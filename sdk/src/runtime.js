@@ -11,6 +11,7 @@ import { deviceClass, deviceKey, wasmFeatures } from './device.js';
 import { EngineError, InputError, LoadError, toPlain } from './errors.js';
 import { buildArtifacts, fetchManifest, loadVariantFiles } from './loader.js';
 import { MemoryGuard } from './memory.js';
+import { LoadProgress } from './progress.js';
 import { decode } from './preprocess.js';
 import {
   DEFAULT_BUDGET_MS, candidateKey, choiceKey, fallbackCandidates, litertOrder, litertPlan, probeOrder, rank,
@@ -27,6 +28,10 @@ import { TfjsEngine } from './engines/tfjs.js';
  * @property {string} [channel] release channel (default "stable")
  * @property {string} [clientId] opaque id for canary bucketing (the SDK keeps one in localStorage)
  * @property {string} [vendor] base URL of vendored runtimes (default `${server}/vendor/`)
+ * @property {{tf?: any, tfWasm?: any, litert?: any}} [runtimes] runtimes your bundler resolved
+ *   (`import * as tf from '@tensorflow/tfjs'`, `@tensorflow/tfjs-backend-wasm`, `@litertjs/core`):
+ *   used instead of loading them from /vendor (their wasm binaries still come from there)
+ * @property {string} [wasmPaths] where TF.js's wasm binaries are (default the vendor tree)
  * @property {string[]} [backends] only consider these backends
  * @property {string[]} [variants] only consider these variants
  * @property {number} [selectionBudgetMs] time budget for timing backends (default 1500)
@@ -66,7 +71,9 @@ export class Runtime {
   /**
    * @param {LoadOptions} options
    * @param {{store?: {get(k: string): any, set(k: string, v: any): void}, sink?: any,
-   *   engineFactory?: () => any, cache?: BlobCache | null, fetch?: typeof fetch}} [deps]
+   *   engineFactory?: () => any, cache?: BlobCache | null, fetch?: typeof fetch,
+   *   progress?: (event: import('./progress.js').ProgressEvent) => void}} [deps]
+   *   progress: called with load progress (see progress.js), at load and on later loads
    */
   constructor(options, deps = {}) {
     if (!options || !options.model) throw new TypeError('BrowserML.load needs {model}');
@@ -78,14 +85,17 @@ export class Runtime {
     this.fetch = deps.fetch;
     const vendor = this.options.vendor || new URL('vendor/', this.server.endsWith('/') ? this.server : `${this.server}/`).href;
     /** The TF.js engine: always what a cold visit starts on. */
-    this.tfjs = deps.engineFactory ? deps.engineFactory() : new TfjsEngine({ vendor, threads: this.options.threads });
+    const runtimes = this.options.runtimes || {};
+    this.tfjs = deps.engineFactory ? deps.engineFactory() : new TfjsEngine({
+      vendor, threads: this.options.threads, tf: runtimes.tf, tfWasm: runtimes.tfWasm, wasmPaths: this.options.wasmPaths,
+    });
     /** The LiteRT.js engine, created (and its 9.4 MB wasm fetched) only when tried. */
     this.litert = null;
     // engines/litert.js itself is imported on first use too: a page that never tries LiteRT.js
     // fetches nothing of it.
     this._litertFactory = deps.litertFactory || (async () => {
       const { LitertEngine } = await import('./engines/litert.js');
-      return new LitertEngine({ vendor, threads: this.options.threads, features: this.features });
+      return new LitertEngine({ vendor, threads: this.options.threads, features: this.features, lib: runtimes.litert });
     });
     /** The engine of the current candidate. */
     this.engine = this.tfjs;
@@ -94,6 +104,8 @@ export class Runtime {
     this._upgradePromise = null;
     /** The TF.js candidate to go back to when LiteRT.js fails after a switch. */
     this.tfjsChoice = null;
+    /** Bytes, integrity, compile and warm-up progress of every model load (progress.js). */
+    this.progress = new LoadProgress(deps.progress);
     this.telemetry = new Telemetry(deps.sink, { device: deviceClass(), predictSampleRate: this.options.predictSampleRate });
     /** What wasm engines can use on this device (threads, relaxed SIMD, int8 dot product). */
     this.features = wasmFeatures();
@@ -119,6 +131,7 @@ export class Runtime {
     const t0 = now();
     const o = this.options;
     this.telemetry.emit('init', { model: o.model, channel: o.channel, crossOriginIsolated: Boolean(globalThis.crossOriginIsolated) });
+    this.progress.phase('manifest', { model: o.model });
     // TF.js's bundle is parsed while the manifest is in flight: both are on the critical path of
     // a repeat visit, neither depends on the other.
     const te = now();
@@ -154,6 +167,7 @@ export class Runtime {
         evicted: files.evicted, selectionMs: this.selection.ms, selection: this.selection.source,
       };
       this.telemetry.emit('load', { ...this.loadInfo, probes: this.selection.results });
+      this.progress.phase('ready', { ...this.current });
       return this;
     } catch (err) {
       this.telemetry.emit('error', { phase: 'load', ...toPlain(err) });
@@ -242,7 +256,13 @@ export class Runtime {
   async _files(variantName, engine = this.engine.name) {
     const variant = this.manifest.variants.find((v) => v.name === variantName && (v.engine || 'tfjs') === engine);
     if (!variant) throw new LoadError(`manifest has no ${engine} variant ${variantName}`, 'manifest');
-    const report = await loadVariantFiles(variant, { server: this.server, fetch: this.fetch, cache: this.cache });
+    let report;
+    try {
+      report = await loadVariantFiles(variant, { server: this.server, fetch: this.fetch, cache: this.cache, progress: this.progress });
+    } catch (err) {
+      this.progress.abandon(variantName);
+      throw err;
+    }
     const artifacts = buildArtifacts(variant, report.files);
     report.files = null; // the artifacts hold the bytes now; let the map go
     return { artifacts, report };
@@ -269,8 +289,10 @@ export class Runtime {
       try {
         await this.engine.useBackend(candidate.backend);
         const tl = now();
+        this.progress.phase('compile', candidate);
         model = await this.engine.loadModel(artifacts);
         const tw = now();
+        this.progress.phase('warmup', candidate);
         const bad = checkOutputs(await this.engine.warmup(model, spec));
         if (bad) throw new EngineError(`warm-up gave ${bad}`, 'nan');
         const warmupMs = now() - tw;
@@ -310,8 +332,10 @@ export class Runtime {
     const engine = await this._engineFor(candidate.engine);
     const arts = artifacts || (await this._files(candidate.variant, candidate.engine)).artifacts;
     await engine.useBackend(candidate.backend);
+    this.progress.phase('compile', candidate);
     const model = await engine.loadModel(arts);
     try {
+      this.progress.phase('warmup', candidate);
       const bad = checkOutputs(await engine.warmup(model, this.manifest.input));
       if (bad) throw new EngineError(`warm-up gave ${bad}`, 'nan');
       const health = engine.health();
@@ -419,10 +443,12 @@ export class Runtime {
     const start = now();
     const budget = this.options.selectionBudgetMs;
     const tl = now();
+    this.progress.phase('compile', candidate);
     const model = await engine.loadModel(artifacts);
     let kept = false;
     try {
       const tw = now();
+      this.progress.phase('warmup', candidate);
       const bad = checkOutputs(await engine.warmup(model, spec));
       if (bad) throw new EngineError(`warm-up gave ${bad}`, 'nan');
       const warmupMs = now() - tw;

@@ -22,12 +22,13 @@ const IN_WORKER = typeof WorkerGlobalScope !== 'undefined' && globalThis instanc
 export class WorkerClassifier {
   /**
    * @param {object} options serialisable LoadOptions (no functions)
-   * @param {{store: any, sink: (e: object) => void}} deps
+   * @param {{store: any, sink: (e: object) => void, progress?: (e: object) => void}} deps
    */
   constructor(options, deps) {
     this.worker = new Worker(new URL(import.meta.url), { type: 'module', name: 'browserml' });
     this.store = deps.store;
     this.sink = deps.sink;
+    this.progress = deps.progress;
     this.pending = new Map();
     this.nextId = 1;
     this.options = options;
@@ -42,6 +43,10 @@ export class WorkerClassifier {
   _onMessage(msg) {
     if (msg.kind === 'telemetry') {
       if (this.sink) this.sink(msg.event);
+      return;
+    }
+    if (msg.kind === 'progress') {
+      if (this.progress) this.progress(msg.event);
       return;
     }
     if (msg.kind === 'store-set') {
@@ -137,6 +142,7 @@ if (IN_WORKER) {
     },
   };
   const sink = (event) => globalThis.postMessage({ kind: 'telemetry', event });
+  const progress = (event) => globalThis.postMessage({ kind: 'progress', event });
 
   globalThis.onmessage = async (e) => {
     const { id, op } = e.data;
@@ -144,7 +150,7 @@ if (IN_WORKER) {
       let value;
       if (op === 'load') {
         remembered = e.data.remembered || {};
-        runtime = new Runtime(e.data.options, { store, sink });
+        runtime = new Runtime(e.data.options, { store, sink, progress });
         await runtime.load();
         value = runtime.stats();
       } else if (op === 'classifyBatch') {

@@ -196,7 +196,9 @@ channel_choice = click.Choice(["stable", "canary"])
 @click.option("--name", required=True, help="Model name, [a-z0-9-]{1,64}.")
 @click.option("--version", "version", type=click.IntRange(1), default=None,
               help="Version number (default: the next one).")
-@click.option("--channel", type=channel_choice, default=None, help="Point this channel at it.")
+@click.option("--channel", type=channel_choice, default=None,
+              help="Point this channel at it. Without it, a model's first version goes on stable; "
+                   "later versions leave every channel alone.")
 @data_dir_option
 def publish(build_dir, name, version, channel, data_dir):
     """Validate a build dir and store it as a new immutable version."""
@@ -204,7 +206,9 @@ def publish(build_dir, name, version, channel, data_dir):
 
     with Registry(registry_settings(data_dir)) as registry:
         published = registry.publish(Path(build_dir), name, version=version, channel=channel)
-    where = f" -> {channel}" if channel else ""
+    where = f" -> {published.channel}" if published.channel else ""
+    if published.channel and not channel:
+        where += f" (first version of {name}: {published.channel} points at it)"
     console.print(f"published {name} v{published.version}{where}: {len(published.variants)} "
                   f"variants, {published.files} files, {published.bytes:,} bytes", highlight=False)
 

@@ -33,12 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import nginx
+from . import nginx, vendor
 from .errors import NotFoundError, RegistryError
 from .registry import Registry, check_name
 from .registry.blobs import BlobStore
 from .server.models import encode_json, with_document_urls
-from .server.pages import VENDORED
 from .settings import Settings
 
 PUBLIC = "public"
@@ -85,10 +84,7 @@ def export(
         for sha256 in sorted(_blob_hashes(documents.values())):
             _export_blob(registry.blobs, sha256, public, report)
     _copy_tree(Path(settings.sdk_dir), public / "sdk", report)
-    for package, folders in VENDORED.items():
-        for folder in folders:
-            _copy_tree(Path(settings.node_modules) / package / folder,
-                       public / "vendor" / package / folder, report)
+    _copy_runtimes(Path(settings.node_modules), public / "vendor", report)
     for path, document in documents.items():  # last: every blob they name is in place
         _write_atomic(public / path, encode_json(document))
         report.documents.append(path)
@@ -159,24 +155,40 @@ def codings(store: BlobStore, sha256: str) -> dict[str, Path]:
 
 
 def _copy_tree(source: Path, target: Path, report: ExportReport) -> None:
-    """Mirror the files under ``source`` into ``target``, copying those whose size or mtime
-    differ; raise NotFoundError when ``source`` is missing (run ``make deps`` for node_modules)."""
+    """Mirror the files under ``source`` (the SDK) into ``target``; raise NotFoundError when
+    ``source`` is missing."""
     if not source.is_dir():
-        raise NotFoundError(f"{source} does not exist; run 'make deps' (npm ci) to install the runtimes")
+        raise NotFoundError(f"{source} does not exist; set BROWSERML_SDK_DIR to the SDK's src folder")
     for path in sorted(source.rglob("*")):
-        if not path.is_file():
-            continue
-        dest = target / path.relative_to(source)
-        stat = path.stat()
-        try:
-            have = dest.stat()
-            if have.st_size == stat.st_size and have.st_mtime_ns == stat.st_mtime_ns:
-                report.runtime_kept += 1
-                continue
-        except FileNotFoundError:
-            pass
-        _copy_atomic(path, dest)
-        report.runtime_copied += 1
+        if path.is_file():
+            _copy_if_changed(path, target / path.relative_to(source), report)
+
+
+def _copy_runtimes(node_modules: Path, target: Path, report: ExportReport) -> None:
+    """Copy exactly the runtime files the server's ``/vendor/`` answers
+    (:func:`browserml.vendor.runtime_files`, the list the wheel ships) to ``target``; raise
+    NotFoundError naming the first missing one."""
+    files = vendor.runtime_files()
+    gaps = [f.relpath for f in files if not f.source(node_modules).is_file()]
+    if gaps:
+        raise NotFoundError(f"{node_modules}: {gaps[0]} is missing ({len(gaps)} runtime files); "
+                            "run 'make deps' (npm ci)")
+    for file in files:
+        _copy_if_changed(file.source(node_modules), target / file.relpath, report)
+
+
+def _copy_if_changed(source: Path, dest: Path, report: ExportReport) -> None:
+    """Copy ``source`` to ``dest`` (atomically) unless ``dest`` has its size and mtime."""
+    stat = source.stat()
+    try:
+        have = dest.stat()
+        if have.st_size == stat.st_size and have.st_mtime_ns == stat.st_mtime_ns:
+            report.runtime_kept += 1
+            return
+    except FileNotFoundError:
+        pass
+    _copy_atomic(source, dest)
+    report.runtime_copied += 1
 
 
 def _copy_atomic(source: Path, target: Path) -> None:

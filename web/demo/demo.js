@@ -6,6 +6,10 @@
  * TF.js runtime in a cache; the SDK itself keeps the manifest and model files in the Cache API.
  * After one visit the page reloads and classifies with the server gone.
  *
+ * While the model loads, a progress bar shows the bytes arriving (network or cache), then the
+ * integrity checks, compile and warm-up (the SDK's `onProgress`); a small model flashes by, a
+ * 100 MB one is watched MB by MB.
+ *
  * URL parameters: ?model=<name> (default digits), ?channel=<channel>, ?worker=1 (inference in a
  * Web Worker). `window.browsermlDemo` exposes state for tests and curious users.
  */
@@ -23,7 +27,7 @@ const results = $('#results');
 const status = $('#status');
 
 /** State for tests and debugging; never holds tensors. */
-const state = { ready: false, error: null, done: 0, events: [], classifier: null, offline: 'pending', waiting: [] };
+const state = { ready: false, error: null, done: 0, events: [], classifier: null, offline: 'pending', waiting: [], progress: [] };
 window.browsermlDemo = state;
 
 async function registerServiceWorker() {
@@ -41,11 +45,27 @@ async function registerServiceWorker() {
   }
 }
 
+const MB = 1024 * 1024;
+const PHASES = { manifest: 'reading the manifest', verify: 'checking integrity', compile: 'compiling', warmup: 'warming up', ready: 'ready' };
+
+/** Show one progress event in the bar under the badge. @param {object} e see the SDK's progress.js */
+function showProgress(e) {
+  const box = $('#load');
+  box.hidden = false;
+  $('#load-bar').value = e.fraction;
+  const bytes = `${(e.overall.loaded / MB).toFixed(1)} / ${(e.overall.total / MB).toFixed(1)} MB`;
+  const what = e.phase === 'download' ? `downloading ${e.variant} from the ${e.source}`
+    : `${PHASES[e.phase] || e.phase}${e.backend ? ` (${e.engine} ${e.backend})` : ''}`;
+  $('#load-text').textContent = `${Math.round(e.fraction * 100)}% · ${bytes} · ${what}`;
+  state.progress.push({ phase: e.phase, fraction: e.fraction, bar: $('#load-bar').value });
+  if (e.phase === 'ready') setTimeout(() => { box.hidden = true; }, 600);
+}
+
 async function start() {
   const swReady = registerServiceWorker();
   try {
     const clf = await BrowserML.load({
-      model, channel, worker: useWorker,
+      model, channel, worker: useWorker, onProgress: showProgress,
       // issue 9: events also go home (batched, beacon on pagehide) so /dashboard fills as you classify.
       telemetry: [(e) => { if (e.type !== 'predict') state.events.push(e); }, httpSink({ intervalMs: 5000 })],
     });

@@ -13,7 +13,7 @@
 
 const CACHE = 'browserml-demo-v1';
 const SDK = ['browserml.js', 'runtime.js', 'loader.js', 'cache.js', 'selection.js', 'memory.js', 'preprocess.js',
-  'stats.js', 'telemetry.js', 'device.js', 'errors.js', 'worker.js', 'engines/tfjs.js', 'sinks/http.js'].map((f) => `/sdk/${f}`);
+  'stats.js', 'telemetry.js', 'device.js', 'errors.js', 'worker.js', 'progress.js', 'engines/tfjs.js', 'sinks/http.js'].map((f) => `/sdk/${f}`);
 const VENDOR = [
   '@tensorflow/tfjs/dist/tf.min.js',
   '@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js',

@@ -117,9 +117,14 @@ async function withWorkerGlue(wasmDir, file, fn) {
 }
 
 export class LitertEngine {
-  /** @param {{vendor?: string, threads?: number, features?: ReturnType<typeof wasmFeatures>}} [opts] */
+  /**
+   * @param {{vendor?: string, threads?: number, features?: ReturnType<typeof wasmFeatures>, lib?: any}} [opts]
+   *   lib: the `@litertjs/core` namespace when a bundler resolved it (then its wasm still comes
+   *   from /vendor)
+   */
   constructor(opts = {}) {
     this.name = 'litert';
+    this.bundledLib = opts.lib || null;
     this.vendor = new URL(opts.vendor || '/vendor/', globalThis.location ? globalThis.location.href : undefined).href;
     this.askedThreads = opts.threads;
     this.features = opts.features || wasmFeatures();
@@ -150,7 +155,7 @@ export class LitertEngine {
 
   async _start() {
     if (!this.features.wasm) throw new LoadError('no WebAssembly here', 'runtime');
-    this.lib = await importCore(this.vendor);
+    this.lib = this.bundledLib || await importCore(this.vendor);
     const wasmDir = new URL(WASM_DIR, this.vendor).href;
     const useThreads = this.threads > 1;
     this.runtime = this.lib.getGlobalLiteRt && safe(() => this.lib.getGlobalLiteRt());

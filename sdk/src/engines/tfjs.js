@@ -8,6 +8,11 @@
  * a visit that goes straight to a remembered `wasm` never downloads the WebGPU bundle, and WebGPU is
  * offered only when the browser hands out an adapter.
  *
+ * Bundlers: `runtimes.tf` (and `runtimes.tfWasm`, the `@tensorflow/tfjs-backend-wasm` namespace)
+ * hand the engine TF.js as the page's bundler resolved it; then no TF.js script is loaded from
+ * /vendor (only the wasm binaries, unless `wasmPaths` says where the bundle put them), and only the
+ * backends registered on that TF.js are offered.
+ *
  * An engine is what the selection picks between; LiteRT.js (engines/litert.js) is the second class
  * with the same methods: init, availableBackends, useBackend, loadModel, predict, warmup, health,
  * memory, reset, disposeModel, threadsUsed.
@@ -29,12 +34,16 @@ export const BACKENDS = Object.freeze(['webgpu', 'webgl', 'wasm', 'cpu']);
 
 export class TfjsEngine {
   /**
-   * @param {{vendor?: string, threads?: number}} [opts] vendor: base URL of the /vendor tree
+   * @param {{vendor?: string, threads?: number, tf?: any, tfWasm?: any, wasmPaths?: string}} [opts]
+   *   vendor: base URL of the /vendor tree; tf / tfWasm: bundler-resolved TF.js (see above)
    */
   constructor(opts = {}) {
     this.name = 'tfjs';
     this.vendor = new URL(opts.vendor || '/vendor/', globalThis.location ? globalThis.location.href : undefined).href;
     this.threads = opts.threads;
+    /** TF.js handed over by a bundler, or null (load the UMD bundles from /vendor). */
+    this.bundled = opts.tf ? { tf: opts.tf, wasm: opts.tfWasm || null } : null;
+    this.wasmPaths = opts.wasmPaths || new URL(WASM_DIR, this.vendor).href;
     /** @type {any} */
     this.tf = null;
     this._scripts = new Map();
@@ -54,8 +63,12 @@ export class TfjsEngine {
 
   /** Load TF.js core (with the cpu and webgl backends). Re-uses a page's own `tf` if present. */
   async init() {
-    if (!globalThis.tf || !globalThis.tf.version) await this._import(SCRIPTS.core);
-    this.tf = globalThis.tf;
+    if (this.bundled) {
+      this.tf = this.bundled.tf;
+    } else {
+      if (!globalThis.tf || !globalThis.tf.version) await this._import(SCRIPTS.core);
+      this.tf = globalThis.tf;
+    }
     // Our own decisions, not TF.js's: the SDK picks the backend, and a page should not see
     // TF.js's "you are using the cpu backend" advice.
     try {
@@ -86,6 +99,8 @@ export class TfjsEngine {
     if (canWebGL()) out.push('webgl');
     if (typeof WebAssembly === 'object') out.push('wasm');
     out.push('cpu');
+    // Bundled TF.js: only the backends the page imported (registered on its TF.js).
+    if (this.bundled && this.tf) return out.filter((b) => this.tf.findBackendFactory(b));
     return out;
   }
 
@@ -96,13 +111,15 @@ export class TfjsEngine {
   async useBackend(name) {
     const tf = this.tf;
     if (name === 'wasm') {
-      await this._import(SCRIPTS.wasm);
+      if (!this.bundled) await this._import(SCRIPTS.wasm);
+      const api = this._wasmApi();
+      if (!api) throw new EngineError('bundled TF.js wasm backend: pass runtimes.tfWasm (import * as tfWasm from "@tensorflow/tfjs-backend-wasm")', 'backend-init');
       if (!this._wasmPathsSet) {
-        tf.wasm.setWasmPaths(new URL(WASM_DIR, this.vendor).href);
-        if (this.threads) tf.wasm.setThreadsCount(this.threads);
+        api.setWasmPaths(this.wasmPaths);
+        if (this.threads) api.setThreadsCount(this.threads);
         this._wasmPathsSet = true;
       }
-    } else if (name === 'webgpu') {
+    } else if (name === 'webgpu' && !this.bundled) {
       await this._import(SCRIPTS.webgpu);
     }
     let ok = false;
@@ -119,6 +136,11 @@ export class TfjsEngine {
     if (!ok || tf.getBackend() !== name) throw new EngineError(`backend ${name} is not available here`, 'backend-init');
   }
 
+  /** The wasm backend's API: the bundled namespace, or `tf.wasm` of the UMD bundle. */
+  _wasmApi() {
+    return this.bundled ? this.bundled.wasm : (this.tf && this.tf.wasm) || null;
+  }
+
   /** @returns {string | null} the active backend */
   backend() {
     return this.tf ? this.tf.getBackend() : null;
@@ -127,7 +149,8 @@ export class TfjsEngine {
   /** Threads the wasm backend runs (1 elsewhere). */
   threadsUsed() {
     try {
-      if (this.backend() === 'wasm' && this.tf.wasm && this.tf.wasm.getThreadsCount) return this.tf.wasm.getThreadsCount();
+      const api = this._wasmApi();
+      if (this.backend() === 'wasm' && api && api.getThreadsCount) return api.getThreadsCount();
     } catch { /* not initialised */ }
     return 1;
   }

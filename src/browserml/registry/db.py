@@ -123,12 +123,18 @@ class Database(ABC):
     # -- versions ---------------------------------------------------------------------------------
 
     def insert_version(
-        self, model: str, version: int | None, build: str, channel: str | None = None
-    ) -> int:
+        self, model: str, version: int | None, build: str, channel: str | None = None,
+        first_channel: str | None = None,
+    ) -> tuple[int, str | None]:
         """Record a version (the next number when ``version`` is None) and, if asked, point
-        ``channel`` at it for everyone — all in one transaction. Return the version number."""
+        ``channel`` at it for everyone — all in one transaction. With no ``channel``, the model's
+        first version goes to ``first_channel`` (so a first publish is served at once). Return the
+        version number and the channel pointed at it (None when none)."""
         try:
             with self.transaction() as run:
+                if channel is None and first_channel is not None:
+                    first = run("SELECT 1 FROM versions WHERE model = ? LIMIT 1", (model,)).fetchone() is None
+                    channel = first_channel if first else None
                 if version is None:
                     row = run(
                         "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE model = ?",
@@ -149,7 +155,7 @@ class Database(ABC):
                     f"{model} version {version} was published concurrently; publish again"
                 ) from None
             raise
-        return version
+        return version, channel
 
     def _version_exists(self, run: Run, model: str, version: int) -> bool:
         query = "SELECT 1 FROM versions WHERE model = ? AND version = ?"

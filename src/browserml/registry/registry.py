@@ -90,6 +90,10 @@ class Registry:
         """Given a build dir, validate every file, store the blobs, then record the version (and
         point ``channel`` at it) in one transaction. Return what was published.
 
+        A model's first version published without a channel goes on ``stable`` (DEFAULT_CHANNEL),
+        so the SDK finds it at once; ``Published.channel`` says so. Later versions leave every
+        channel alone unless ``channel`` is given.
+
         Raises FormatError/IntegrityError naming the first bad file, with nothing recorded."""
         check_name(name)
         if channel is not None:
@@ -109,7 +113,8 @@ class Registry:
         for variant in build.variants:
             for entry in variant.files:
                 self.blobs.put_file(build_dir / entry.path, entry.sha256)
-        number = self.db.insert_version(name, version, json.dumps(release), channel)
+        number, channel = self.db.insert_version(name, version, json.dumps(release), channel,
+                                                 first_channel=DEFAULT_CHANNEL)
         files = [entry for variant in build.variants for entry in variant.files]
         return Published(
             name=name,

@@ -2,9 +2,11 @@
 
 The browser must get TF.js, its backends, LiteRT.js and Chart.js from *our* origin (never a CDN):
 the pages are cross-origin isolated (COOP/COEP, see :mod:`.headers`), work offline, and the
-versions are exactly those in ``package-lock.json``. Only an allowlist of packages, and only their
-``dist``/``wasm`` folders, is exposed — never all of ``node_modules``. Starlette's StaticFiles does
-the file work (ETag/Last-Modified revalidation, path traversal refusal, 404s).
+versions are exactly those in ``package-lock.json``. ``/vendor/`` answers exactly the runtime files
+listed in :mod:`browserml.vendor` (the list the wheel ships) and 404s everything else — no npm
+build leftover (HTML pages with inline scripts, ``.map``, ``.d.ts``) reaches the dashboard's origin.
+Files come from ``settings.node_modules`` (the checkout's, or the installed package's bundled
+copy). Starlette's StaticFiles does the file work (ETag/Last-Modified revalidation, 404s).
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from __future__ import annotations
 import mimetypes
 from pathlib import Path
 
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
+from .. import vendor
 from ..settings import Settings
 
 # Module scripts and wasm must carry the right types: browsers refuse others under nosniff, and
@@ -23,27 +29,15 @@ mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("application/wasm", ".wasm")
 
-VENDORED = {
-    "@tensorflow/tfjs": ("dist",),
-    "@tensorflow/tfjs-backend-wasm": ("dist", "wasm-out"),
-    "@tensorflow/tfjs-backend-webgpu": ("dist",),
-    "@litertjs/core": ("dist", "wasm"),
-    "@litertjs/wasm-utils": ("dist",),
-    "chart.js": ("dist",),
-}
 
+class VendorFiles(StaticFiles):
+    """StaticFiles over a node_modules-shaped root that serves only the listed runtime paths
+    (:func:`vendor.is_runtime`): anything else under ``/vendor/`` is a 404, even an existing file."""
 
-def vendor_mounts(node_modules: Path) -> list[BaseRoute]:
-    """Given node_modules, return one static mount per allowlisted package folder, at
-    ``/vendor/<package>/<folder>/``."""
-    return [
-        Mount(
-            f"/vendor/{package}/{folder}",
-            app=StaticFiles(directory=Path(node_modules) / package / folder, check_dir=False),
-        )
-        for package, folders in VENDORED.items()
-        for folder in folders
-    ]
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if not vendor.is_runtime(path.replace("\\", "/")):
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
@@ -54,7 +48,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
     web = Path(settings.web_dir)
     return [
         Mount("/sdk", app=StaticFiles(directory=settings.sdk_dir, check_dir=False)),
-        *vendor_mounts(settings.node_modules),
+        Mount("/vendor", app=VendorFiles(directory=settings.node_modules, check_dir=False)),
         Mount("/demo", app=StaticFiles(directory=web / "demo", html=True, check_dir=False)),
         Mount("/dashboard", app=StaticFiles(directory=web / "dashboard", html=True, check_dir=False)),
     ]

@@ -1,0 +1,154 @@
+"""Load progress of a 25 MB model in real Chromium against a real server (issue 19).
+
+The model is a real TF.js layers model (flatten -> dense 8,000 -> dense 10 on 28x28x1 digits,
+25.1 MB of float32 weights in 4 MB shards, random weights: this test is about bytes, not
+accuracy), published into a fresh registry. ``load({onProgress})`` must report the download at
+least every 1 MB of the overall bytes and end at 100 %; a second load reports the same bytes from
+the cache; a rebuild reports on the classifier's own ``progress`` events; the demo page's bar
+follows the same events to 1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from browserml.browser import launch_browser
+from browserml.variants import Build, InputSpec, Variant, describe_file, read_build, write_build
+from conftest import publish_and_serve
+from test_sdk import READY_OR_FAILED
+
+MB = 1024 * 1024
+UNITS = 8000
+SHARD = 4 * MB
+
+
+def write_big_build(root: Path) -> Path:
+    """A float32-only digits-shaped build whose weights are 784 x 8,000 + 8,000 x 10 floats."""
+    rng = np.random.default_rng(0)
+    weights = [("dense/kernel", rng.standard_normal((784, UNITS), dtype=np.float32) * 0.01),
+               ("dense/bias", np.zeros(UNITS, np.float32)),
+               ("dense_1/kernel", rng.standard_normal((UNITS, 10), dtype=np.float32) * 0.01),
+               ("dense_1/bias", np.zeros(10, np.float32))]
+    data = b"".join(w.tobytes() for _, w in weights)
+    folder = root / "float32"
+    folder.mkdir(parents=True)
+    count = -(-len(data) // SHARD)
+    paths = [f"group1-shard{i + 1}of{count}.bin" for i in range(count)]
+    for i, name in enumerate(paths):
+        (folder / name).write_bytes(data[i * SHARD:(i + 1) * SHARD])
+    layers = [
+        {"class_name": "Flatten", "config": {"name": "flatten", "batch_input_shape": [None, 28, 28, 1],
+                                             "dtype": "float32"}},
+        {"class_name": "Dense", "config": {"name": "dense", "units": UNITS, "activation": "relu"}},
+        {"class_name": "Dense", "config": {"name": "dense_1", "units": 10, "activation": "softmax"}},
+    ]
+    model = {
+        "format": "layers-model", "generatedBy": "browserml-tests", "convertedBy": None,
+        "modelTopology": {"class_name": "Sequential", "config": {"name": "big", "layers": layers}},
+        "weightsManifest": [{"paths": paths, "weights": [
+            {"name": n, "shape": list(w.shape), "dtype": "float32"} for n, w in weights]}],
+    }
+    (folder / "model.json").write_text(json.dumps(model))
+    files = [describe_file(root, folder / "model.json", "model"),
+             *(describe_file(root, folder / p, "weights") for p in paths)]
+    variant = Variant(name="float32", weight_dtype="float32", files=files,
+                      bytes=sum(f.bytes for f in files), accuracy=0.9, agreement=1.0)
+    write_build(root, Build(name="digits", source="browserml-train", architecture="big-dense",
+                            labels=[str(d) for d in range(10)],
+                            input=InputSpec(height=28, width=28, channels=1),
+                            test_samples=100, keras_accuracy=0.9, variants=[variant]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def big_server(tmp_path_factory: pytest.TempPathFactory):
+    build = write_big_build(tmp_path_factory.mktemp("big") / "build")
+    served = publish_and_serve(build, tmp_path_factory.mktemp("big-data"))
+    yield served
+    served.live.stop()
+
+
+LOAD_TWICE = """
+async () => {
+  const { BrowserML } = await import('/sdk/browserml.js');
+  const keep = (e) => ({ phase: e.phase, file: e.file || null, source: e.source || null, loaded: e.loaded,
+    total: e.total, overall: e.overall, fraction: e.fraction, backend: e.backend || null });
+  const opts = { model: 'digits', shared: false, backends: ['cpu'], litert: 'off', remember: false };
+  const first = [];
+  const clf = await BrowserML.load({ ...opts, onProgress: (e) => first.push(keep(e)) });
+  const answer = await clf.classify(new ImageData(28, 28));
+  const later = [];
+  clf.addEventListener('progress', (e) => later.push(keep(e.detail)));
+  await clf.rebuild('test');
+  await clf.dispose();
+  const second = [];
+  const again = await BrowserML.load({ ...opts, onProgress: (e) => second.push(keep(e)) });
+  await again.dispose();
+  return { first, second, later, labels: answer.labels.length };
+}
+"""
+
+
+def check_ends_at_100(events: list[dict]) -> None:
+    last = events[-1]
+    assert last["phase"] == "ready" and last["fraction"] == 1
+    assert last["overall"]["loaded"] == last["overall"]["total"]
+    assert last["overall"]["filesDone"] == last["overall"]["files"]
+
+
+def test_25mb_model_reports_progress_every_megabyte_and_ends_at_100(big_server):
+    files = read_build(big_server.build_dir).variants[0].files
+    build_bytes = sum(f.bytes for f in files)
+    assert build_bytes > 25_000_000
+    with launch_browser() as context:
+        page = context.new_page()
+        page.goto(big_server.url + "/demo/bench.html")
+        out = page.evaluate(LOAD_TWICE)
+    assert out["labels"] == 3
+    first = out["first"]
+    assert first[0]["phase"] == "manifest"
+    check_ends_at_100(first)
+    assert first[-1]["overall"]["total"] == build_bytes
+    downloads = [e for e in first if e["phase"] == "download"]
+    assert {e["source"] for e in downloads} == {"network"}
+    seen = [0] + [e["overall"]["loaded"] for e in downloads]
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    assert max(gaps) <= MB, f"largest gap between progress events: {max(gaps):,} bytes"
+    print(f"{build_bytes:,} bytes: {len(downloads)} download events, largest gap {max(gaps):,} bytes")
+    assert seen[-1] == build_bytes and all(g >= 0 for g in gaps)
+    assert len(downloads) >= build_bytes // MB
+    phases = [e["phase"] for e in first]
+    assert phases.count("verify") == len(files)
+    assert phases.index("compile") > max(i for i, p in enumerate(phases) if p == "verify")
+    assert "warmup" in phases and first[phases.index("compile")]["backend"] == "cpu"
+
+    # The second load reads every file from the Cache API: same bytes, source "cache".
+    second = out["second"]
+    check_ends_at_100(second)
+    assert {e["source"] for e in second if e["phase"] == "download"} == {"cache"}
+    assert second[-1]["overall"]["total"] == build_bytes
+
+    # A rebuild after load reports on the classifier's own progress events.
+    later = out["later"]
+    assert {e["phase"] for e in later} >= {"download", "verify", "compile", "warmup"}
+    assert later[-1]["fraction"] == 1
+
+
+def test_demo_page_shows_a_progress_bar_that_fills(big_server):
+    with launch_browser() as context:
+        page = context.new_page()
+        page.goto(big_server.url + "/demo/")
+        page.wait_for_function(READY_OR_FAILED)
+        assert page.evaluate("window.browsermlDemo.error") is None
+        steps = page.evaluate("window.browsermlDemo.progress")
+        text = page.text_content("#load-text")
+        page.wait_for_selector("#load", state="hidden")
+    bars = [s["bar"] for s in steps]
+    assert steps[-1]["phase"] == "ready" and bars[-1] == 1
+    assert len({round(b, 2) for b in bars}) > 10 and bars == sorted(bars)
+    assert text is not None and text.startswith("100% · ") and "MB" in text
