@@ -53,14 +53,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # ------------------------------------------------------------------ load generator (own process)
 
 
-async def _closed_loop(port: int, bodies: list[bytes], connections: int, seconds: float) -> dict:
+async def _closed_loop(ports: list[int], bodies: list[bytes], connections: int, seconds: float) -> dict:
     ok = failed = 0
     stop = time.perf_counter() + seconds
     prefix = uuid.uuid4().hex[:12]
 
     async def worker(i: int) -> None:
         nonlocal ok, failed
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[i % len(ports)])
         k = i
         while time.perf_counter() < stop:
             body = bodies[k % len(bodies)]
@@ -85,7 +85,8 @@ def loadgen_main(args: argparse.Namespace) -> None:
     import uvloop
 
     bodies = [make_batch(seed) for seed in range(64)]
-    print(json.dumps(uvloop.run(_closed_loop(args.port, bodies, args.connections, args.seconds))), flush=True)
+    ports = [int(p) for p in args.ports.split(",")]
+    print(json.dumps(uvloop.run(_closed_loop(ports, bodies, args.connections, args.seconds))), flush=True)
 
 
 # ------------------------------------------------------------------ CPU accounting
@@ -132,26 +133,30 @@ def snapshot(groups: dict[str, list[int]]) -> dict[str, float]:
 # ------------------------------------------------------------------ one configuration
 
 
+OPTIONS: dict[str, Any] = {"balancer": "nginx", "instance_cpus": None}
+
+
 @contextmanager
 def deployment(count: int, database_url: str, workdir: Path, **settings: object):
-    """``count`` instances (pinned one core each) behind nginx; yield (balancer port, instances, groups)."""
+    """``count`` instances (pinned one core each) behind nginx, or addressed directly by the load
+    generator (``--balancer direct``); yield (ports to send to, instances, CPU groups)."""
     cores = os.cpu_count() or 1
     env = instance_env(database_url, secrets.token_urlsafe(32), telemetry_validators=0, telemetry_rate=0,
                        **settings)
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    instances = start_instances(count, data_dir, env, [free_port() for _ in range(count)],
-                                cpus=[str(i % cores) for i in range(count)])
-    port = free_port()
-    fragment = nginx.balancer_server_block([i.address for i in instances], f"127.0.0.1:{port}")
+    cpus = OPTIONS["instance_cpus"] or [str(i % cores) for i in range(count)]
+    instances = start_instances(count, data_dir, env, [free_port() for _ in range(count)], cpus=cpus[:count])
+    groups = {"instances": [i.process.pid for i in instances], "postgres": pids_named("postgres")}
     try:
+        if OPTIONS["balancer"] == "direct":
+            yield [i.port for i in instances], instances, groups
+            return
+        port = free_port()
+        fragment = nginx.balancer_server_block([i.address for i in instances], f"127.0.0.1:{port}")
         with nginx.start_nginx(workdir / "nginx", fragment, port, workers=2) as proxy:
-            groups = {
-                "instances": [i.process.pid for i in instances],
-                "nginx": [proxy.process.pid, *children(proxy.process.pid)],
-                "postgres": pids_named("postgres"),
-            }
-            yield port, instances, groups
+            groups["nginx"] = [proxy.process.pid, *children(proxy.process.pid)]
+            yield [port], instances, groups
     finally:
         for instance in instances:
             instance.stop()
@@ -159,31 +164,39 @@ def deployment(count: int, database_url: str, workdir: Path, **settings: object)
 
 def ingest_run(count: int, seconds: float, connections: int) -> dict[str, Any]:
     with (tempfile.TemporaryDirectory(prefix=f"bench-scale-{count}-") as tmp, pg_schema() as url,
-          deployment(count, url, Path(tmp)) as (port, _, groups)):
-            command = [sys.executable, __file__, "loadgen", "--port", str(port), "--seconds", "2",
-                       "--connections", str(connections)]
-            subprocess.run(command, capture_output=True, check=True, timeout=120)  # warm-up
-            command[6] = str(seconds)
-            before, started = snapshot(groups), time.monotonic()
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-            groups["load generator"] = [proc.pid]
-            load_before = cpu_seconds(proc.pid)
-            watched = {"load generator": 0.0}
+          deployment(count, url, Path(tmp)) as (ports, _, groups)):
+            procs = OPTIONS["loadgen_procs"]
+            prefix = ["taskset", "-c", OPTIONS["loadgen_cpus"]] if OPTIONS["loadgen_cpus"] else []
 
-            def watch() -> None:  # the generator's CPU, read just before it exits
-                while proc.poll() is None:
-                    watched["load generator"] = cpu_seconds(proc.pid) - load_before
+            def generator(length: float) -> list[str]:
+                return [*prefix, sys.executable, __file__, "loadgen", "--ports", ",".join(map(str, ports)),
+                        "--seconds", str(length), "--connections", str(max(1, connections // procs))]
+
+            subprocess.run(generator(2), capture_output=True, check=True, timeout=120)  # warm-up
+            before, started = snapshot(groups), time.monotonic()
+            running = [subprocess.Popen(generator(seconds), stdout=subprocess.PIPE, text=True)
+                       for _ in range(procs)]
+            watched = {proc.pid: 0.0 for proc in running}
+
+            def watch() -> None:  # the generators' CPU, read until they exit
+                while any(proc.poll() is None for proc in running):
+                    for proc in running:
+                        if proc.poll() is None:
+                            watched[proc.pid] = cpu_seconds(proc.pid)
                     time.sleep(0.2)
 
             watcher = threading.Thread(target=watch)
             watcher.start()
-            out, _ = proc.communicate(timeout=seconds + 120)
+            outs = [proc.communicate(timeout=seconds + 120)[0] for proc in running]
             watcher.join()
             elapsed = time.monotonic() - started
-            after = snapshot({k: v for k, v in groups.items() if k != "load generator"})
-    result = json.loads(out.strip().splitlines()[-1])
+            after = snapshot(groups)
+    parts = [json.loads(out.strip().splitlines()[-1]) for out in outs]
+    result = {"batches_ok": sum(p["batches_ok"] for p in parts),
+              "batches_failed": sum(p["batches_failed"] for p in parts),
+              "events_per_s": sum(p["events_per_s"] for p in parts)}
     cpu = {k: round(after[k] - before[k], 2) for k in after}
-    cpu["load generator"] = round(watched["load generator"], 2)
+    cpu["load generator"] = round(sum(watched.values()), 2)
     result["cpu_seconds"] = cpu
     result["cpu_share_of_machine"] = round(sum(cpu.values()) / (elapsed * (os.cpu_count() or 1)), 2)
     return result
@@ -202,7 +215,8 @@ def failover_run(seconds: float) -> dict[str, Any]:
         settings = Settings(data_dir=Path(tmp) / "data", database_url=url)
         with Registry(settings) as registry:
             registry.publish(write_synthetic_build(Path(tmp) / "build", seed=1), "digits", channel="stable")
-        with deployment(2, url, Path(tmp)) as (port, instances, _):
+        with deployment(2, url, Path(tmp)) as (ports, instances, _):
+            port = ports[0]
             result: dict[str, Any] = {}
             thread = threading.Thread(target=lambda: result.update(report=asyncio.run(run_traffic(
                 f"http://127.0.0.1:{port}", "digits", seconds=seconds, workers=8, events_per_batch=20))))
@@ -229,6 +243,20 @@ def failover_run(seconds: float) -> dict[str, Any]:
             "rollups_match_raw": all(int(v) == raw for v in rollups.values()) and len(rollups) == 3}
 
 
+def private_postgres(folder: str, cpus: str | None) -> str:
+    """Start PostgreSQL from the ``pgserver`` wheel in ``folder`` (for a benchmark host that has
+    none), pin its processes to ``cpus``; return its URL."""
+    import pgserver
+
+    server = pgserver.get_server(folder, cleanup_mode=None)
+    if cpus:
+        wanted = {int(c) for part in cpus.split(",") for c in
+                  (range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1))}
+        for pid in pids_named("postgres"):
+            os.sched_setaffinity(pid, wanted)
+    return server.get_uri()
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -236,18 +264,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     lg = sub.add_parser("loadgen")
-    lg.add_argument("--port", type=int, required=True)
+    lg.add_argument("--ports", required=True)
     lg.add_argument("--seconds", type=float, default=8)
     lg.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8, help="Length of each ingest run.")
     parser.add_argument("--connections", type=int, default=16, help="Load generator connections.")
     parser.add_argument("--failover-seconds", type=float, default=9, help="Length of the failover run.")
     parser.add_argument("--only", choices=["ingest", "failover"], default=None)
+    parser.add_argument("--balancer", choices=["nginx", "direct"], default="nginx",
+                        help="Send through nginx, or spread the generator's connections over the "
+                        "instances directly (a host without nginx).")
+    parser.add_argument("--instance-cpus", default=None,
+                        help="taskset CPU list per instance, ';'-separated (default: instance i on core i).")
+    parser.add_argument("--loadgen-cpus", default=None, help="taskset CPU list for the load generators.")
+    parser.add_argument("--loadgen-procs", type=int, default=1, help="Load generator processes.")
+    parser.add_argument("--pgserver", default=None,
+                        help="Start a private PostgreSQL with the pgserver package in this folder "
+                        "(a host without one); --pg-cpus pins it.")
+    parser.add_argument("--pg-cpus", default=None, help="CPUs for that PostgreSQL's processes.")
     args = parser.parse_args()
     if args.command == "loadgen":
         loadgen_main(args)
         return
-    nginx.nginx_binary()
+    OPTIONS.update(balancer=args.balancer, loadgen_cpus=args.loadgen_cpus, loadgen_procs=args.loadgen_procs,
+                   instance_cpus=args.instance_cpus.split(";") if args.instance_cpus else None)
+    if args.pgserver:
+        os.environ["BROWSERML_TEST_DATABASE_URL"] = private_postgres(args.pgserver, args.pg_cpus)
+    if args.balancer == "nginx":
+        nginx.nginx_binary()
     results: dict[str, Any] = {"cores": os.cpu_count(), "load_average_at_start": os.getloadavg()}
     if args.only in (None, "ingest"):
         runs: dict[int, list[dict]] = {1: [], 2: []}
