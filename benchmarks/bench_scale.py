@@ -130,6 +130,13 @@ def snapshot(groups: dict[str, list[int]]) -> dict[str, float]:
     return {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
+
+
 # ------------------------------------------------------------------ one configuration
 
 
@@ -173,7 +180,7 @@ def ingest_run(count: int, seconds: float, connections: int) -> dict[str, Any]:
                         "--seconds", str(length), "--connections", str(max(1, connections // procs))]
 
             subprocess.run(generator(2), capture_output=True, check=True, timeout=120)  # warm-up
-            before, started = snapshot(groups), time.monotonic()
+            before, started, machine_before = snapshot(groups), time.monotonic(), machine_cpu()
             running = [subprocess.Popen(generator(seconds), stdout=subprocess.PIPE, text=True)
                        for _ in range(procs)]
             watched = {proc.pid: 0.0 for proc in running}
@@ -190,7 +197,7 @@ def ingest_run(count: int, seconds: float, connections: int) -> dict[str, Any]:
             outs = [proc.communicate(timeout=seconds + 120)[0] for proc in running]
             watcher.join()
             elapsed = time.monotonic() - started
-            after = snapshot(groups)
+            after, machine_after = snapshot(groups), machine_cpu()
     parts = [json.loads(out.strip().splitlines()[-1]) for out in outs]
     result = {"batches_ok": sum(p["batches_ok"] for p in parts),
               "batches_failed": sum(p["batches_failed"] for p in parts),
@@ -199,6 +206,14 @@ def ingest_run(count: int, seconds: float, connections: int) -> dict[str, Any]:
     cpu["load generator"] = round(sum(watched.values()), 2)
     result["cpu_seconds"] = cpu
     result["cpu_share_of_machine"] = round(sum(cpu.values()) / (elapsed * (os.cpu_count() or 1)), 2)
+    events = result["batches_ok"] * BATCH
+    # CPU per event, which contention does not change: the same for 1 and 2 instances means no
+    # cross-instance overhead, so throughput follows the cores the instances get.
+    result["events_per_instance_cpu_s"] = round(events / max(cpu["instances"], 1e-9))
+    result["events_per_postgres_cpu_s"] = round(events / max(cpu["postgres"], 1e-9))
+    busy = machine_after[0] - machine_before[0]
+    result["machine_busy"] = round(busy / (machine_after[1] - machine_before[1]), 2)
+    result["others_cpu_seconds"] = round(busy - sum(cpu.values()), 2)
     return result
 
 
@@ -271,6 +286,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="Load generator connections.")
     parser.add_argument("--failover-seconds", type=float, default=9, help="Length of the failover run.")
     parser.add_argument("--only", choices=["ingest", "failover"], default=None)
+    parser.add_argument("--rounds", type=int, default=1, help="Repeats of the 1, 2, 2, 1 ingest order.")
     parser.add_argument("--balancer", choices=["nginx", "direct"], default="nginx",
                         help="Send through nginx, or spread the generator's connections over the "
                         "instances directly (a host without nginx).")
@@ -295,11 +311,18 @@ def main() -> None:
     results: dict[str, Any] = {"cores": os.cpu_count(), "load_average_at_start": os.getloadavg()}
     if args.only in (None, "ingest"):
         runs: dict[int, list[dict]] = {1: [], 2: []}
-        for count in (1, 2, 2, 1):
+        for count in (1, 2, 2, 1) * args.rounds:
             r = ingest_run(count, args.seconds, args.connections)
             runs[count].append(r)
             print(f"{count} instance(s): {r['events_per_s']:,.0f} events/s ({r['batches_failed']} failed); "
-                  f"CPU s {r['cpu_seconds']} = {r['cpu_share_of_machine']:.0%} of the machine", flush=True)
+                  f"CPU s {r['cpu_seconds']} = {r['cpu_share_of_machine']:.0%} of the machine; machine "
+                  f"{r['machine_busy']:.0%} busy, {r['others_cpu_seconds']} CPU s by other processes",
+                  flush=True)
+        for count in (1, 2):
+            per_cpu = statistics.median(r["events_per_instance_cpu_s"] for r in runs[count])
+            per_pg = statistics.median(r["events_per_postgres_cpu_s"] for r in runs[count])
+            print(f"{count} instance(s): median {per_cpu:,.0f} events per instance CPU-second, "
+                  f"{per_pg:,.0f} per PostgreSQL CPU-second", flush=True)
         one = statistics.median(r["events_per_s"] for r in runs[1])
         two = statistics.median(r["events_per_s"] for r in runs[2])
         results["ingest"] = {"one": runs[1], "two": runs[2], "ratio": two / one}
