@@ -55,3 +55,7 @@ class DatabaseError(BrowserMLError):
 
 class TelemetryError(BrowserMLError):
     """A telemetry batch or stats query is not what the API accepts."""
+
+
+class TokenError(BrowserMLError):
+    """The admin-token file is empty, blank or malformed, so the server refuses to start."""

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     max_upload_bytes: int = 512 * 1024 * 1024
     blob_cache_bytes: int = Field(256 * 1024 * 1024, description="Hot blobs kept in memory.")
+    # Connection limits (issue 17; enforced in the HTTP protocol, see server/protocol.py).
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request line + headers (431).")
+    header_timeout_s: float = Field(10.0, gt=0, description="Time to send a request head (408).")
+    keepalive_timeout_s: float = Field(5.0, gt=0, description="Idle keep-alive connections close.")
+    max_connections: int = Field(1000, ge=1, description="Open connections; more are answered 503.")
     sdk_dir: Path = Field(PROJECT_ROOT / "sdk" / "src", description="Served at /sdk/.")
     web_dir: Path = Field(PROJECT_ROOT / "web", description="demo/ and dashboard/ pages.")
 

@@ -1,0 +1,220 @@
+"""Issue 17: what an attacker or an unlucky operator found, each fixed and kept fixed.
+
+Real servers on 127.0.0.1 (raw sockets where the HTTP client would hide the problem), a real full
+disk (a tiny tmpfs, so these tests need root, as CI has), the real console script."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from browserml.errors import TokenError
+from browserml.server.app import create_app
+from browserml.server.auth import ensure_admin_token, token_path
+from conftest import server_settings
+
+BROWSERML = Path(sys.executable).parent / "browserml"
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@contextlib.contextmanager
+def full_disk(where: Path, size: str = "256k") -> Iterator[Path]:
+    """Mount a tiny tmpfs at ``where`` and yield it; fill it with :func:`fill` to make it full."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def fill(folder: Path) -> None:
+    """Write into ``folder`` until its file system has no byte left."""
+    with (folder / ".filler").open("wb", buffering=0) as handle:
+        with contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 4096)
+        with contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0")
+
+
+def raw_request(url: str, payload: bytes, timeout: float = 60) -> bytes:
+    """Send ``payload`` on a fresh connection to the server at ``url``; return all it answers
+    until it closes the connection (or ``timeout`` passes: a safety net, not a measurement)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(payload)
+        return read_all(sock)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ------------------------------------------------------------------ 1. admin token
+
+
+@pytest.mark.parametrize("content", ["", "   \n", "\n\n", "short\n", "two words here, not a token\n"])
+def test_an_empty_or_malformed_token_file_stops_the_server(tmp_path, content):
+    settings = server_settings(tmp_path)
+    token_path(settings.data_dir).parent.mkdir(parents=True)
+    token_path(settings.data_dir).write_text(content)
+    with pytest.raises(TokenError, match="empty or malformed; delete it"):
+        create_app(settings)
+
+
+def test_serve_says_one_line_about_an_empty_token_file(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin-token").write_text("")
+    result = subprocess.run([str(BROWSERML), "serve", "--data-dir", str(data), "--port", "0"],
+                            capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: admin token file"), result.stderr
+
+
+def test_a_token_written_on_a_full_disk_leaves_no_empty_file(tmp_path):
+    with full_disk(tmp_path / "disk") as disk:
+        (disk / "data").mkdir()
+        fill(disk)
+        with pytest.raises(OSError):
+            ensure_admin_token(disk / "data")
+        assert not token_path(disk / "data").exists()
+        assert [p.name for p in (disk / "data").iterdir()] == []
+
+
+def test_the_token_is_created_whole_and_private(tmp_path):
+    token = ensure_admin_token(tmp_path)
+    assert len(token) >= 40
+    assert oct(token_path(tmp_path).stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in tmp_path.iterdir()] == ["admin-token"]
+    assert ensure_admin_token(tmp_path) == token
+
+
+def test_an_empty_presented_token_is_never_accepted(tmp_path, live_server):
+    server = live_server(server_settings(tmp_path))
+    for header in (b"Bearer ", b"Bearer", b"bearer  ", b"Bearer \t", b"Bearer \"\""):
+        for method, path in ((b"GET", b"/v1/stats/models"), (b"DELETE", b"/v1/models/x/versions/1")):
+            request = (method + b" " + path + b" HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+                       b"authorization: " + header + b"\r\n\r\n")
+            assert raw_request(server.url, request).startswith(b"HTTP/1.1 401 "), header
+
+
+# ------------------------------------------------------------------ 2. request head size
+
+
+def test_a_huge_request_head_is_refused_with_431(tmp_path, live_server):
+    server = live_server(server_settings(tmp_path, max_header_bytes=16 * 1024))
+    # 8 MiB of one header, sent in pieces: the server must answer before it has read it all.
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: ")
+        with contextlib.suppress(OSError):
+            for _ in range(128):
+                sock.sendall(b"a" * 65536)
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    # A head just under the limit, arriving in one piece with a body, is served.
+    head = b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-pad: " + b"b" * 12000 + b"\r\n\r\n"
+    assert raw_request(server.url, head).startswith(b"HTTP/1.1 200 ")
+    # Just over the limit in one piece: refused too (the exact count of the parsed head).
+    head = b"GET /v1/models HTTP/1.1\r\nhost: x\r\nx-pad: " + b"c" * 17000 + b"\r\n\r\n"
+    assert raw_request(server.url, head).startswith(b"HTTP/1.1 431 ")
+    # Many headers adding up past the limit.
+    many = b"".join(b"x-h%d: %s\r\n" % (i, b"d" * 100) for i in range(200))
+    answer = raw_request(server.url, b"GET / HTTP/1.1\r\nhost: x\r\n" + many + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_large_body_after_a_small_head_is_not_mistaken_for_a_large_head(tmp_path, live_server):
+    server = live_server(server_settings(tmp_path, max_header_bytes=4096))
+    body = b"[" + b",".join([b'{"type":"init","model":"nobody"}'] * 400) + b"]"
+    answer = httpx.post(f"{server.url}/v1/telemetry", content=body + b" " * 200_000,
+                        headers={"content-type": "text/plain"})
+    assert answer.status_code != 431
+
+
+# ------------------------------------------------------------------ 3. slow clients, connection cap, fds
+
+
+def test_a_half_sent_request_head_is_dropped_with_408(tmp_path, live_server):
+    server = live_server(server_settings(tmp_path, header_timeout_s=1.0))
+    assert raw_request(server.url, b"GET /v1/models HTTP/1.1\r\nhost: x\r\n").startswith(b"HTTP/1.1 408 ")
+    # A connection that sends nothing at all is dropped the same way.
+    assert raw_request(server.url, b"").startswith(b"HTTP/1.1 408 ")
+    # A slow but complete request on a keep-alive connection is still served.
+    answer = raw_request(server.url, b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def test_past_the_connection_cap_new_connections_get_503_and_a_log_line(tmp_path, live_server, caplog):
+    server = live_server(server_settings(tmp_path, max_connections=5, header_timeout_s=60.0))
+    host, port = server.url.removeprefix("http://").split(":")
+    held = [socket.create_connection((host, int(port)), timeout=60) for _ in range(5)]
+    try:
+        # The fifth is only counted once the server accepted it: make sure all five are in.
+        for sock in held:
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        with caplog.at_level("WARNING", logger="browserml.server"):
+            refused = raw_request(server.url, b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert refused.startswith(b"HTTP/1.1 503 "), refused[:100]
+        assert any("BROWSERML_MAX_CONNECTIONS" in r.getMessage() for r in caplog.records)
+    finally:
+        for sock in held:
+            sock.close()
+    # Once they are gone the server serves again.
+    for _ in range(50):
+        answer = raw_request(server.url, b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        if answer.startswith(b"HTTP/1.1 200 "):
+            break
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def _limited_fds(limit: int, max_connections: int) -> subprocess.CompletedProcess:
+    code = ("from browserml.server.protocol import check_file_limit\n"
+            f"print(check_file_limit({max_connections}))\n")
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          preexec_fn=lower, env=os.environ, timeout=60)
+
+
+def test_the_file_descriptor_limit_is_checked_at_start(tmp_path):
+    refused = _limited_fds(256, 1000)
+    assert refused.returncode != 0
+    assert "BROWSERML_MAX_CONNECTIONS=1000 needs 1064" in refused.stderr
+    fits = _limited_fds(256, 150)
+    assert fits.returncode == 0, fits.stderr
+    assert int(fits.stdout) == 256
+
+
+def test_serve_refuses_to_start_with_too_few_file_descriptors(tmp_path):
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    result = subprocess.run([str(BROWSERML), "serve", "--data-dir", str(tmp_path / "d"), "--port", "0"],
+                            capture_output=True, text=True, timeout=120, preexec_fn=lower)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1 and "ulimit -n" in lines[0], result.stderr
