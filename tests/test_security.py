@@ -6,6 +6,8 @@ disk (a tiny tmpfs, so these tests need root, as CI has), the real console scrip
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import resource
 import socket
@@ -18,6 +20,8 @@ import httpx
 import pytest
 
 from browserml.errors import TokenError
+from browserml.registry import Registry
+from browserml.registry.blobs import BlobStore
 from browserml.server.app import create_app
 from browserml.server.auth import ensure_admin_token, token_path
 from conftest import server_settings
@@ -218,3 +222,143 @@ def test_serve_refuses_to_start_with_too_few_file_descriptors(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1, result.stderr
     assert len(lines) == 1 and "ulimit -n" in lines[0], result.stderr
+
+
+# ------------------------------------------------------------------ shared: a published registry
+
+
+@pytest.fixture
+def published(tmp_path, make_build):
+    """Settings of a SQLite registry with ``digits`` v1 on stable (memory cache on)."""
+    settings = server_settings(tmp_path)
+    with Registry(settings) as registry:
+        registry.publish(make_build(seed=1), "digits", channel="stable")
+    return settings
+
+
+def admin(settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ensure_admin_token(settings.data_dir)}"}
+
+
+# ------------------------------------------------------------------ 5. bad text in telemetry
+
+
+def test_a_lone_surrogate_costs_its_text_not_the_batch(published, live_server):
+    server = live_server(published)
+    events = [{"type": "error", "model": "digits", "reason": "boom \ud83d"},
+              {"type": "error", "model": "digits", "backend": "web\udc00gl"}]
+    events += [{"type": "init", "model": "digits"}] * 39
+    body = json.dumps(events)  # json.dumps writes the lone surrogates as \\ud83d escapes
+    answer = httpx.post(f"{server.url}/v1/telemetry", content=body, headers={"content-type": "text/plain"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 40 and answer.json()["dropped"] == 1
+    store = server.server.config.app.state.telemetry.store
+    assert store.count_events() == 40
+    assert store.count_events("reason = ?", ("boom \ufffd",)) == 1
+
+
+@pytest.mark.parametrize("body", [
+    b"[" + b"[" * 1000 + b"]" * 1000 + b"]",
+    b'[{"type":"init","model":"digits","x":' + b"[" * 1000 + b"]" * 1000 + b"}]",
+])
+def test_deeply_nested_telemetry_is_a_400(published, live_server, body):
+    server = live_server(published)
+    answer = httpx.post(f"{server.url}/v1/telemetry", content=body)
+    assert answer.status_code == 400 and "nested too deep" in answer.json()["error"]
+
+
+def test_a_huge_integer_costs_its_event_not_the_batch(published, live_server):
+    server = live_server(published)
+    body = (b'[{"type":"init","model":"digits","version":' + b"9" * 5000
+            + b'},{"type":"init","model":"digits"}]')
+    answer = httpx.post(f"{server.url}/v1/telemetry", content=body)
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1 and answer.json()["dropped"] == 1
+
+
+# ------------------------------------------------------------------ 9. stats and admin values
+
+
+@pytest.mark.parametrize("since", ["²", "٣", "1" * 40, "99999999999999d", "9999999999999999", "1e999",
+                                   "99999-01-01", "-5m"])
+def test_odd_stats_windows_are_400s(published, live_server, since):
+    server = live_server(published)
+    answer = httpx.get(f"{server.url}/v1/stats", params={"model": "digits", "since": since},
+                       headers=admin(published))
+    assert answer.status_code in (200, 400), answer.text
+    if answer.status_code == 400:
+        assert "since" in answer.json()["error"]
+
+
+def test_huge_stats_windows_are_clamped_not_500s(published, live_server):
+    server = live_server(published)
+    for params in ({"since": "99999999d"}, {"since": "0", "until": "999999999999999"}):
+        answer = httpx.get(f"{server.url}/v1/stats", params={"model": "digits", **params},
+                           headers=admin(published))
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("version", [2**63, 1.9, "1.9", True, "²", -1, "", [1], {"a": 1}])
+def test_invalid_admin_values_are_400s(published, live_server, version):
+    server = live_server(published)
+    answer = httpx.post(f"{server.url}/v1/models/digits/channels/stable", json={"version": version},
+                        headers=admin(published))
+    assert answer.status_code == 400, (version, answer.text)
+    assert "version must be an integer" in answer.json()["error"]
+    answer = httpx.post(f"{server.url}/v1/models/digits/channels/stable",
+                        json={"version": 1, "percent": 101}, headers=admin(published))
+    assert answer.status_code == 400 and "percent" in answer.json()["error"]
+    answer = httpx.post(f"{server.url}/v1/models/digits/versions", params={"version": str(2**63)},
+                        headers=admin(published), files={"x": ("x", b"x")})
+    assert answer.status_code == 400
+    answer = httpx.delete(f"{server.url}/v1/models/digits/versions/{2**63}", headers=admin(published))
+    assert answer.status_code == 400
+
+
+# ------------------------------------------------------------------ 9. blobs on a bad disk
+
+
+def _blob(settings, server_url: str, variant: str = "float32", role: str = "weights") -> tuple[str, Path]:
+    manifest = httpx.get(f"{server_url}/v1/models/digits/manifest").json()
+    entry = next(v for v in manifest["variants"] if v["name"] == variant)
+    sha = next(f for f in entry["files"] if f["role"] == role)["sha256"]
+    return sha, BlobStore(Path(settings.data_dir) / "blobs").path(sha)
+
+
+def test_a_corrupted_blob_is_never_served(published, live_server):
+    server = live_server(published)
+    sha, path = _blob(published, server.url)
+    httpx.head(f"{server.url}/v1/blobs/{sha}")  # the stat is cached before the damage
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+    answer = httpx.get(f"{server.url}/v1/blobs/{sha}")
+    assert answer.status_code == 503 and "integrity" in answer.json()["error"]
+
+
+def test_a_deleted_blob_is_a_404_and_a_restored_one_is_served_again(published, live_server):
+    server = live_server(published)
+    sha, path = _blob(published, server.url)
+    original = path.read_bytes()
+    httpx.head(f"{server.url}/v1/blobs/{sha}")
+    path.unlink()
+    for headers in ({}, {"range": "bytes=0-3"}, {"accept-encoding": "identity"}):
+        answer = httpx.get(f"{server.url}/v1/blobs/{sha}", headers=headers)
+        assert answer.status_code == 404, (headers, answer.status_code)
+    path.write_bytes(original)
+    answer = httpx.get(f"{server.url}/v1/blobs/{sha}", headers={"accept-encoding": "identity"})
+    assert answer.status_code == 200 and answer.content == original
+
+
+def test_a_deleted_compressed_copy_is_recreated(published, live_server):
+    server = live_server(published)
+    sha, path = _blob(published, server.url, role="model")  # model.json: JSON compresses well
+    compressed = path.with_name(path.name + ".br")
+    assert compressed.is_file()
+    httpx.head(f"{server.url}/v1/blobs/{sha}", headers={"accept-encoding": "br"})
+    compressed.unlink()
+    answer = httpx.get(f"{server.url}/v1/blobs/{sha}", headers={"accept-encoding": "br"})
+    assert answer.status_code == 200
+    assert hashlib.sha256(answer.content).hexdigest() == sha
+    assert compressed.is_file()
+    again = httpx.get(f"{server.url}/v1/blobs/{sha}", headers={"accept-encoding": "br"})
+    assert again.headers["content-encoding"] == "br"

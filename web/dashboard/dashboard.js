@@ -14,7 +14,8 @@
 
 const $ = (s) => document.querySelector(s);
 const params = new URLSearchParams(location.search);
-const refreshS = Number(params.get('refresh') || 10);
+// A missing, non-numeric or tiny value must not poll in a tight loop (setInterval(NaN) is 0 ms).
+const refreshS = Math.max(1, Number(params.get('refresh')) || 10);
 const Chart = /** @type {any} */ (globalThis).Chart;
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
 

@@ -99,6 +99,10 @@ class BlobStore:
                 with _AtomicWrite(self._tmp, self.path(sha256, encoding)) as (handle, _):
                     handle.write(packed)
 
+    def recompress(self, sha256: str) -> None:
+        """Recreate the ``.br``/``.gz`` copies of a stored blob (one was deleted)."""
+        self._precompress(self.path(sha256), sha256)
+
     def encodings(self, sha256: str) -> dict[str, Path]:
         """Given a sha256, return the precompressed copies that exist, by content-coding name."""
         found = {}

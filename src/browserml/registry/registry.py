@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import FormatError, InvalidNameError, NotFoundError, RegistryError
+from ..errors import FormatError, InvalidNameError, InvalidValueError, NotFoundError
 from ..settings import Settings, get_settings
 from ..tfjs.weights import stored_bytes
 from ..variants import Build, Variant, check_files, read_build
@@ -95,7 +95,7 @@ class Registry:
         if channel is not None:
             check_name(channel, "channel")
         if version is not None and version < 1:
-            raise RegistryError(f"version must be a positive integer, got {version}")
+            raise InvalidValueError(f"version must be a positive integer, got {version}")
         build_dir = Path(build_dir)
         build = read_build(build_dir)
         validate_build(build_dir, build)
@@ -125,7 +125,7 @@ class Registry:
         check_name(name)
         check_name(channel, "channel")
         if not 1 <= percent <= 100:
-            raise RegistryError(f"percent must be between 1 and 100, got {percent}")
+            raise InvalidValueError(f"percent must be between 1 and 100, got {percent}")
         return self.db.set_channel(name, channel, version, percent)
 
     def rollback(self, name: str, channel: str) -> ChannelState:

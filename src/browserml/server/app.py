@@ -23,6 +23,7 @@ from ..errors import (
     BrowserMLError,
     FormatError,
     InvalidNameError,
+    InvalidValueError,
     NotFoundError,
     RegistryError,
 )
@@ -41,6 +42,7 @@ from .headers import IsolationHeadersMiddleware
 STATUS_BY_ERROR: tuple[tuple[type[BrowserMLError], int], ...] = (
     (NotFoundError, 404),
     (InvalidNameError, 400),
+    (InvalidValueError, 400),
     (FormatError, 422),
     (RegistryError, 409),
     (BrowserMLError, 400),

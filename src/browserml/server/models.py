@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import RegistryError
+from ..errors import InvalidValueError
 from ..registry import Registry, check_name
 from ..registry.registry import DEFAULT_CHANNEL, check_relative_path
 from .auth import admin
@@ -111,7 +111,7 @@ async def _save_parts(request: Request, build_dir: Path) -> None:
     async with request.form(max_files=10_000, max_fields=10) as form:
         for field, value in form.multi_items():
             if not isinstance(value, UploadFile):
-                raise RegistryError(f"form field {field!r} is not a file; send the build's files")
+                raise InvalidValueError(f"form field {field!r} is not a file; send the build's files")
             target = build_dir / check_relative_path(field, "upload")
             target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("wb") as handle:
@@ -161,22 +161,29 @@ async def _json_object(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
-        raise RegistryError("request body must be a JSON object") from None
+        raise InvalidValueError("request body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise RegistryError("request body must be a JSON object")
+        raise InvalidValueError("request body must be a JSON object")
     return body
 
 
+MAX_INT = 2**31 - 1
+
+
 def _int_param(value: Any, what: str, required: bool = False) -> int | None:
-    """Given a query/body value, return it as an int (None when absent and optional)."""
+    """Given a query/body value, return it as an int in [0, 2^31) (None when absent and
+    optional). Only a JSON integer or a string of ASCII digits is one: ``1.9``, ``true``,
+    ``"²"`` or ``2^63`` raise InvalidValueError (400) instead of being rounded or overflowing."""
     if value is None and not required:
         return None
-    if isinstance(value, bool):
-        value = None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise RegistryError(f"{what} must be an integer, got {value!r}") from None
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        number = int(value)
+    if number is None or not 0 <= number <= MAX_INT:
+        raise InvalidValueError(f"{what} must be an integer from 0 to {MAX_INT}, got {str(value)[:40]!r}")
+    return number
 
 
 def routes() -> list[Route]:
