@@ -362,3 +362,110 @@ def test_a_deleted_compressed_copy_is_recreated(published, live_server):
     assert compressed.is_file()
     again = httpx.get(f"{server.url}/v1/blobs/{sha}", headers={"accept-encoding": "br"})
     assert again.headers["content-encoding"] == "br"
+
+
+# ------------------------------------------------------------------ 4. telemetry scoping
+
+
+def post_events(url: str, events: list[dict], client: str | None = None) -> httpx.Response:
+    params = {"client": client} if client else {}
+    return httpx.post(f"{url}/v1/telemetry", content=json.dumps(events), params=params,
+                      headers={"content-type": "text/plain"})
+
+
+def stats(settings, url: str, **params) -> dict:
+    answer = httpx.get(f"{url}/v1/stats", params={"model": "digits", "since": "1h", **params},
+                       headers=admin(settings))
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_events_about_unknown_models_or_versions_are_dropped_and_counted(published, live_server):
+    server = live_server(published)
+    fake_models = [{"type": "error", "model": f"fake-{i}"} for i in range(300)]
+    answer = post_events(server.url, fake_models)
+    assert answer.status_code == 200 and answer.json()["accepted"] == 0 and answer.json()["unknown"] == 300
+    mixed = [{"type": "init", "model": "digits"},                       # version not known yet: kept
+             {"type": "predict", "model": "digits", "version": 1, "ms": 3.0},
+             {"type": "error", "model": "digits", "version": 7},        # no such version
+             {"type": "error", "model": "nope", "version": 1}]
+    answer = post_events(server.url, mixed)
+    assert answer.json()["accepted"] == 2 and answer.json()["unknown"] == 2
+    listed = httpx.get(f"{server.url}/v1/stats/models", headers=admin(published)).json()["models"]
+    assert listed == ["digits"]
+    total = stats(published, server.url)["total"]
+    assert total["events"]["error"] == 0 and total["count"] == 2
+    metrics = httpx.get(f"{server.url}/metrics", headers=admin(published)).text
+    assert 'browserml_telemetry_events_unknown_total{model="(unknown)"} 301.0' in metrics
+    assert 'browserml_telemetry_events_unknown_total{model="digits"} 1.0' in metrics
+
+
+def test_a_publish_through_the_server_is_known_to_telemetry_at_once(published, make_build, live_server):
+    server = live_server(published)
+    assert post_events(server.url, [{"type": "init", "model": "other", "version": 1}]).json()["accepted"] == 0
+    build = make_build(seed=5, name="other")
+    files = [(p.relative_to(build).as_posix(), (p.name, p.read_bytes()))
+             for p in sorted(build.rglob("*")) if p.is_file()]
+    assert httpx.post(f"{server.url}/v1/models/other/versions", files=files,
+                      headers=admin(published)).status_code == 201
+    assert post_events(server.url, [{"type": "init", "model": "other", "version": 1}]).json()["accepted"] == 1
+
+
+def test_label_values_outside_the_known_sets_roll_up_as_other(published, live_server):
+    server = live_server(published)
+    base = {"type": "predict", "model": "digits", "version": 1, "ms": 5.0}
+    events = [{**base, "backend": "wasm", "variant": "uint8", "engine": "tfjs",
+               "device": "desktop-2c-8g-coi"}]
+    events += [{**base, "backend": f"evil-{i}", "variant": f"v{i}", "engine": f"e{i}",
+                "device": f"dev-{i}"} for i in range(200)]
+    assert post_events(server.url, events).json()["accepted"] == 201
+    for dimension, good in (("backend", "wasm"), ("variant", "uint8"), ("engine", "tfjs"),
+                            ("device", "desktop-2c-8g-coi")):
+        groups = {g["key"]: g["count"] for g in stats(published, server.url, group_by=dimension)["groups"]}
+        assert groups == {good: 1, "other": 200}, (dimension, groups)
+
+
+def test_one_noisy_client_does_not_starve_the_others_behind_one_address(published, live_server):
+    """20 browsers behind one proxy (one address, each its own client id) and one of them
+    flooding: the flooder is refused by its own bucket, every other browser's posts pass."""
+    server = live_server(published)
+    batch = [{"type": "predict", "model": "digits", "version": 1, "ms": 2.0}] * 300
+    flood = [post_events(server.url, batch[:250] * 2, client="flooder-0000").status_code for _ in range(20)]
+    assert flood.count(429) >= 10
+    good = [post_events(server.url, batch, client=f"browser-{i:04d}").status_code for i in range(20)]
+    assert good == [200] * 20
+    # A client's weight in the rollups is bounded by its bucket: at most burst + rate x elapsed.
+    assert flood.count(200) * 500 <= published.telemetry_client_burst + 500
+
+
+def test_stats_say_how_many_distinct_clients_and_addresses_sent_the_events(published, live_server):
+    server = live_server(published)
+    event = [{"type": "predict", "model": "digits", "version": 1, "ms": 2.0}] * 10
+    for client in ("client-aaaa", "client-bbbb", "client-cccc", "client-aaaa"):
+        assert post_events(server.url, event, client=client).status_code == 200
+    assert post_events(server.url, event).status_code == 200  # no id: counted as its address
+    body = stats(published, server.url)
+    assert body["total"]["count"] == 50
+    assert (body["clients"], body["addresses"]) == (4, 1)
+
+
+def test_the_dashboard_shows_clients_and_a_bad_refresh_does_not_spin(published, live_server):
+    from browserml.browser import launch_browser
+    from browserml.settings import Settings
+
+    settings = published.model_copy(update={"web_dir": Settings().web_dir})
+    server = live_server(settings)
+    event = [{"type": "predict", "model": "digits", "version": 1, "ms": 2.0}] * 5
+    for client in ("client-aaaa", "client-bbbb", "client-cccc"):
+        assert post_events(server.url, event, client=client).status_code == 200
+    token = ensure_admin_token(settings.data_dir)
+    with launch_browser() as context:
+        page = context.new_page()
+        summaries = []
+        page.on("request", lambda r: summaries.append(r.url) if "/v1/stats/models" in r.url else None)
+        page.goto(f"{server.url}/dashboard/?refresh=abc#token={token}")
+        page.wait_for_function("document.body.dataset.state === 'ready'")
+        shown = page.text_content("#t-clients")
+        page.wait_for_timeout(3000)  # a 10 s refresh makes no second round in 3 s; NaN made ~250
+    assert shown == "15 / 3 / 1"
+    assert len(summaries) == 1, len(summaries)

@@ -128,6 +128,8 @@ async function refresh() {
 function render(summary, series, total, backends, devices, versions, registry, model) {
   const t = summary.total;
   $('#t-predictions').textContent = t.predictions.toLocaleString();
+  // Counts beside how many senders they come from: many events from one client are one opinion.
+  $('#t-clients').textContent = `${t.count.toLocaleString()} / ${summary.clients ?? '–'} / ${summary.addresses ?? '–'}`;
   $('#t-latency').textContent = `${fmtMs(t.latency_ms.p50)} / ${fmtMs(t.latency_ms.p95)} / ${fmtMs(t.latency_ms.p99)} ms`;
   $('#t-init').textContent = `${fmtMs(t.init_ms.mean)} / ${fmtMs(t.warmup_ms.mean)} ms`;
   $('#t-errors').textContent = `${fmtPct(t.error_rate)} / ${t.fallback_rate === null ? '–' : t.fallback_rate.toFixed(2)}`;

@@ -187,6 +187,16 @@ class Registry:
         body = json.loads(row.build)["manifest"]
         return {"name": name, "version": version, "channel": channel, **body}
 
+    def known_versions(self) -> dict[str, dict[int, frozenset[str]]]:
+        """Return ``{model: {version: variant names}}`` for every published version: what
+        telemetry may be about (:class:`browserml.telemetry.scope.Scope`)."""
+        known: dict[str, dict[int, frozenset[str]]] = {}
+        for row in self.db.list_versions():
+            manifest = json.loads(row.build)["manifest"]
+            names = [v["name"] for v in manifest["variants"]] + [v["name"] for v in manifest["not_offered"]]
+            known.setdefault(row.model, {})[row.version] = frozenset(names)
+        return known
+
     def _require_model(self, name: str) -> None:
         if not self.db.list_versions(name):
             raise NotFoundError(f"no model named {name!r}; publish one with 'browserml publish'")

@@ -90,7 +90,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     admin_token = ensure_admin_token(settings.data_dir)
     # Telemetry (issue 9): store opened here too, so a bad database fails before binding.
     metrics = metrics_surface.Metrics()
-    telemetry = telemetry_surface.TelemetryService(settings, open_store(settings), metrics)
+    telemetry = telemetry_surface.TelemetryService(settings, open_store(settings), metrics,
+                                                   known=registry.known_versions)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

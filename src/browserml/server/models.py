@@ -88,6 +88,7 @@ async def upload(request: Request) -> Response:
     try:
         await _save_parts(request, build_dir)
         published = await run_in_threadpool(_registry(request).publish, build_dir, name, version, channel)
+        request.app.state.telemetry.forget_scope()
     finally:
         await run_in_threadpool(shutil.rmtree, build_dir, True)
     return JSONResponse({"name": name, "version": published.version}, status_code=201)
@@ -145,6 +146,7 @@ async def delete_version(request: Request) -> Response:
     name = request.path_params["name"]
     version = _int_param(request.path_params["version"], "version", required=True)
     await run_in_threadpool(_registry(request).delete, name, version)
+    request.app.state.telemetry.forget_scope()
     return Response(status_code=204)
 
 

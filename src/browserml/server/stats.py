@@ -1,7 +1,8 @@
 """``GET /v1/stats`` and the dashboard's time series, read from the telemetry rollups.
 
 * ``GET /v1/stats?model=<name>&since=<when>&until=<when>&group_by=engine|backend|device|variant|version``
-  -> ``{"model", "since", "until", "group_by", "cost_per_1000", "total": {...}, "groups": [{"key", ...}]}``
+  -> ``{"model", "since", "until", "group_by", "cost_per_1000", "clients", "addresses", "total": {...},
+  "groups": [{"key", ...}]}`` (``clients``/``addresses``: distinct senders in the window)
   where each summary holds count, events by type, predictions, ``latency_ms`` p50/p95/p99/mean,
   ``init_ms`` and ``warmup_ms`` (mean, max), ``error_rate``, ``fallback_rate``, ``memory`` and the
   estimated ``savings`` against server inference at ``settings.server_cost_per_1000``.
@@ -108,9 +109,13 @@ async def stats(request: Request) -> Response:
     model, since, until, group_by = _query(request)
     cost = request.app.state.settings.server_cost_per_1000
     groups, total = await run_in_threadpool(_store(request).summary, model, since, until, group_by)
+    clients, addresses = await run_in_threadpool(_store(request).clients, model, since, until)
     body = {
         "model": model, "since": _iso(since), "until": _iso(until), "group_by": group_by,
         "cost_per_1000": cost,
+        # How many distinct clients and addresses the counts come from (issue 17): a figure
+        # from few of them is one a single forger could have made.
+        "clients": clients, "addresses": addresses,
         "total": summarise(total, cost),
         "groups": [{"key": _key(key), **summarise(values, cost)} for key, values in groups]
         if group_by else [],

@@ -77,6 +77,14 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 GROUPABLE = {"engine", "backend", "device", "variant", "version"}
 INSERT_BATCH = "INSERT INTO telemetry_batches (received_ms, n, events) VALUES (?, ?, ?)"
+INSERT_CLIENT = ("INSERT INTO telemetry_clients (model, start, client, source) VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT DO NOTHING")
+# Who sent telemetry for a model in a minute: one row per (model, minute, client), so a window's
+# distinct clients and addresses are exact (issue 17: a dashboard shows how many clients an
+# event count comes from, and a decision can require many of them).
+CLIENTS_TABLE = """CREATE TABLE IF NOT EXISTS telemetry_clients (
+    model TEXT NOT NULL, start {big} NOT NULL, client TEXT NOT NULL, source TEXT NOT NULL,
+    PRIMARY KEY (model, start, client))"""
 SQLITE_FILE = "telemetry.sqlite3"
 
 
@@ -189,9 +197,10 @@ class TelemetryStore(ABC):
     writers = 1
 
     @abstractmethod
-    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]]) -> None:
-        """Insert raw batches ``(received_ms, n, events JSON)`` and upsert rollups in one
-        transaction; return after the commit."""
+    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]],
+               clients: Sequence[tuple[str, int, str, str]] = ()) -> None:
+        """Insert raw batches ``(received_ms, n, events JSON)``, upsert rollups and record
+        ``(model, minute, client, source)`` rows in one transaction; return after the commit."""
 
     @abstractmethod
     @contextmanager
@@ -224,10 +233,24 @@ class TelemetryStore(ABC):
         if not batches:
             return 0
         minutes: dict[tuple, list] = {}
+        clients: set[tuple[str, int, str, str]] = set()
         for batch in batches:
             merge_minutes(minutes, batch.minutes)
-        self._write([(b.received_ms, b.n, b.events_json) for b in batches], coarser(minutes))
+            if batch.client:
+                clients.update((key[0], key[2], batch.client, batch.source) for key in batch.minutes)
+        self._write([(b.received_ms, b.n, b.events_json) for b in batches], coarser(minutes),
+                    sorted(clients))
         return sum(b.n for b in batches)
+
+    def clients(self, model: str, since_ms: int, until_ms: int) -> tuple[int, int]:
+        """Given a model and window, return (distinct clients, distinct addresses) that sent
+        accepted telemetry about it (minute resolution)."""
+        lo = since_ms - since_ms % MINUTE
+        sql = ("SELECT COUNT(DISTINCT client), COUNT(DISTINCT source) FROM telemetry_clients "
+               "WHERE model = ? AND start >= ? AND start < ?")
+        with self._read() as conn:
+            row = conn.execute(self._sql(sql), (model, lo, until_ms)).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -325,6 +348,11 @@ class TelemetryStore(ABC):
                     (model, MINUTE, min(rollup_cutoff, oldest + HOUR)),
                 )
                 deleted += max(cursor.rowcount, 0)
+                cursor = run(
+                    self._sql("DELETE FROM telemetry_clients WHERE model = ? AND start < ?"),
+                    (model, min(rollup_cutoff, oldest + HOUR)),
+                )
+                deleted += max(cursor.rowcount, 0)
         return deleted
 
 
@@ -357,16 +385,20 @@ class SQLiteTelemetryStore(TelemetryStore):
             run(_batches_table("INTEGER PRIMARY KEY", "INTEGER", "TEXT"), ())
             run(_events_view(postgres=False), ())
             run(_rollups_table("REAL", "INTEGER"), ())
+            run(CLIENTS_TABLE.format(big="INTEGER"), ())
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         with self._lock, sqlite_write(self._writer) as conn:
             yield conn.execute
 
-    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]]) -> None:
+    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]],
+               clients: Sequence[tuple[str, int, str, str]] = ()) -> None:
         with self._lock, sqlite_write(self._writer) as conn:
             conn.executemany(INSERT_BATCH, batches)
             conn.executemany(self._upsert, rollups)
+            if clients:
+                conn.executemany(INSERT_CLIENT, clients)
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
@@ -397,16 +429,20 @@ class PostgresTelemetryStore(TelemetryStore):
             run(_batches_table("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "BIGINT", "json"), ())
             run(_events_view(postgres=True), ())
             run(_rollups_table("DOUBLE PRECISION", "BIGINT"), ())
+            run(CLIENTS_TABLE.format(big="BIGINT"), ())
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         with self.pool.connection() as conn, conn.transaction():
             yield conn.execute
 
-    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]]) -> None:
+    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]],
+               clients: Sequence[tuple[str, int, str, str]] = ()) -> None:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(self._sql(INSERT_BATCH), batches)
             cur.executemany(self._upsert, rollups)
+            if clients:
+                cur.executemany(self._sql(INSERT_CLIENT), clients)
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
