@@ -469,3 +469,26 @@ def test_the_dashboard_shows_clients_and_a_bad_refresh_does_not_spin(published, 
         page.wait_for_timeout(3000)  # a 10 s refresh makes no second round in 3 s; NaN made ~250
     assert shown == "15 / 3 / 1"
     assert len(summaries) == 1, len(summaries)
+
+
+# ------------------------------------------------------------------ 6. a full disk
+
+
+def test_registry_reads_keep_working_on_a_full_disk(tmp_path, make_build, live_server):
+    build = make_build(seed=1)
+    with full_disk(tmp_path / "disk", size="16m") as disk:
+        settings = server_settings(tmp_path, data_dir=disk / "data")
+        with Registry(settings) as registry:
+            registry.publish(build, "digits", channel="stable")
+        server = live_server(settings)
+        manifest = httpx.get(f"{server.url}/v1/models/digits/manifest")
+        assert manifest.status_code == 200
+        fill(disk)
+        for _ in range(3):
+            again = httpx.get(f"{server.url}/v1/models/digits/manifest")
+            assert again.status_code == 200, again.text
+            assert again.json() == manifest.json()
+            assert httpx.get(f"{server.url}/v1/models").status_code == 200
+        url = manifest.json()["variants"][0]["files"][0]["url"]
+        assert httpx.get(f"{server.url}{url}").status_code == 200
+        server.stop()

@@ -280,9 +280,11 @@ def _check_tfjs(build_dir: Path, variant: Variant) -> None:
         raise FormatError(f"{model_entry.path}: no 'weightsManifest' list")
     folder = PurePosixPath(model_entry.path).parent
     sizes = {PurePosixPath(e.path): e.bytes for e in variant.files if e.role == "weights"}
+    hashes = {PurePosixPath(e.path): e.sha256 for e in variant.files if e.role == "weights"}
     for index, group in enumerate(groups):
         where = f"{model_entry.path} weightsManifest[{index}]"
         shard_bytes = _group_shard_bytes(group, folder, sizes, where)
+        _check_group_hashes(group, folder, hashes, where)
         weight_bytes = sum(_weight_bytes(w, where) for w in group.get("weights", []))
         if weight_bytes != shard_bytes:
             raise FormatError(
@@ -304,6 +306,21 @@ def _group_shard_bytes(
             raise FormatError(f"{where}: shard {path!r} is not listed in variants.json")
         total += sizes[full]
     return total
+
+
+def _check_group_hashes(group: dict, folder: PurePosixPath, hashes: dict[PurePosixPath, str],
+                        where: str) -> None:
+    """When a group records its shards' sha256 (our writer does), they must be the files
+    ``variants.json`` lists: the SDK refuses a variant whose model.json disagrees."""
+    recorded = group.get("sha256")
+    if recorded is None:
+        return
+    if not isinstance(recorded, list) or len(recorded) != len(group["paths"]):
+        raise FormatError(f"{where}: 'sha256' must list one digest per path")
+    for path, digest in zip(group["paths"], recorded, strict=True):
+        if hashes.get(folder / str(path)) != digest:
+            raise FormatError(f"{where}: shard {path!r} is not the file model.json vouches for "
+                              "(sha256 differs); rebuild the variant")
 
 
 def _weight_bytes(weight: dict, where: str) -> int:
