@@ -21,7 +21,7 @@ import pytest
 
 from browserml.errors import TokenError
 from browserml.registry import Registry
-from browserml.registry.blobs import BlobStore
+from browserml.registry.blobs import BlobStore, iter_blobs
 from browserml.server.app import create_app
 from browserml.server.auth import ensure_admin_token, token_path
 from conftest import server_settings
@@ -492,3 +492,86 @@ def test_registry_reads_keep_working_on_a_full_disk(tmp_path, make_build, live_s
         url = manifest.json()["variants"][0]["files"][0]["url"]
         assert httpx.get(f"{server.url}{url}").status_code == 200
         server.stop()
+
+
+# ------------------------------------------------------------------ 7. leftovers of crashed publishes
+
+
+HOLD_FILE = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_leftovers_of_dead_publishes_are_removed_at_start_and_live_ones_kept(published, live_server):
+    data = Path(published.data_dir)
+    dead_tmp = data / "blobs" / "tmp" / ".blob-dead"
+    dead_tmp.write_bytes(b"x" * 100_000)
+    dead_upload = data / "uploads" / "digits-dead"
+    (dead_upload / "uint8").mkdir(parents=True)
+    (dead_upload / "uint8" / "model.json").write_bytes(b"y" * 50_000)
+    live_tmp = data / "blobs" / "tmp" / ".blob-live"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FILE, str(live_tmp)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # another process is writing it
+        server = live_server(published)
+        assert not dead_tmp.exists() and not dead_upload.exists()
+        assert live_tmp.exists()
+        assert httpx.get(f"{server.url}/v1/models/digits/manifest").status_code == 200
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_gc_finds_unreferenced_blobs_and_deletes_only_with_delete(published, make_build, tmp_path):
+    from browserml.registry.gc import publishing
+
+    with Registry(published) as registry:
+        before = set(iter_blobs(registry.blobs))
+        orphan_build = make_build(seed=9)  # what a publish killed after its blobs leaves
+        for path in sorted(orphan_build.rglob("*.bin")):
+            registry.blobs.put_file(path, hashlib.sha256(path.read_bytes()).hexdigest())
+        orphans = set(iter_blobs(registry.blobs)) - before
+        assert orphans
+
+    dry = subprocess.run([str(BROWSERML), "gc", "--json", "--data-dir", str(published.data_dir)],
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    found = json.loads(dry.stdout)
+    assert set(found["blobs"]) == orphans and not found["deleted"]
+    with Registry(published) as registry:
+        assert set(iter_blobs(registry.blobs)) == before | orphans  # a dry run deletes nothing
+
+    # An in-flight publish: its blob is written, its version not yet committed. gc waits for it.
+    in_flight = make_build(seed=11)
+    with Registry(published) as registry:
+        lock = publishing(registry.blobs)
+        lock.__enter__()
+        shards = sorted(in_flight.rglob("*"))
+        for path in shards:
+            if path.is_file() and path.name != "variants.json":
+                registry.blobs.put_file(path, hashlib.sha256(path.read_bytes()).hexdigest())
+        collector = subprocess.Popen([str(BROWSERML), "gc", "--delete", "--json", "--data-dir",
+                                      str(published.data_dir)], stdout=subprocess.PIPE, text=True)
+        try:
+            registry.publish(in_flight, "digits", version=2)  # re-entrant: same process, shared lock
+        finally:
+            lock.__exit__(None, None, None)
+        out, _ = collector.communicate(timeout=120)
+        assert collector.returncode == 0
+        deleted = json.loads(out)
+        assert set(deleted["blobs"]) == orphans and deleted["deleted"]
+        left = set(iter_blobs(registry.blobs))
+        assert not left & orphans
+        for version in (1, 2):
+            manifest = registry.version_manifest("digits", version)
+            for variant in manifest["variants"]:
+                for entry in variant["files"]:
+                    assert registry.blobs.path(entry["sha256"]).is_file()
+    assert "would delete" in subprocess.run(
+        [str(BROWSERML), "gc", "--data-dir", str(published.data_dir)], capture_output=True, text=True,
+        timeout=120).stdout

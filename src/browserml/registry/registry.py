@@ -31,6 +31,7 @@ from ..tfjs.weights import stored_bytes
 from ..variants import Build, Variant, check_files, read_build
 from .blobs import BlobStore
 from .db import ChannelState, Database, open_database
+from .gc import Garbage, collect, publishing
 
 NAME = re.compile(r"[a-z0-9-]{1,64}")
 DEFAULT_CHANNEL = "stable"
@@ -106,10 +107,11 @@ class Registry:
             "build": build.model_dump(by_alias=True),
             "manifest": _manifest_body(build, budget),
         }
-        for variant in build.variants:
-            for entry in variant.files:
-                self.blobs.put_file(build_dir / entry.path, entry.sha256)
-        number = self.db.insert_version(name, version, json.dumps(release), channel)
+        with publishing(self.blobs):  # gc waits: these blobs are referenced once we commit
+            for variant in build.variants:
+                for entry in variant.files:
+                    self.blobs.put_file(build_dir / entry.path, entry.sha256)
+            number = self.db.insert_version(name, version, json.dumps(release), channel)
         files = [entry for variant in build.variants for entry in variant.files]
         return Published(
             name=name,
@@ -139,6 +141,11 @@ class Registry:
         """Delete a version that no channel serves (its blobs stay: others may share them)."""
         check_name(name)
         self.db.delete_version(name, version)
+
+    def gc(self, delete: bool = False) -> Garbage:
+        """Find (and with ``delete``, remove) blobs no version references and abandoned temp
+        and upload leftovers; in-flight publishes are waited for (:mod:`.gc`)."""
+        return collect(self.blobs, self.db, Path(self.settings.data_dir), delete)
 
     # -- reads ------------------------------------------------------------------------------------
 

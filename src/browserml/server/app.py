@@ -8,6 +8,7 @@ cross-cutting concerns — isolation headers and the CORS allowlist — and maps
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,6 +29,7 @@ from ..errors import (
     RegistryError,
 )
 from ..registry import Registry
+from ..registry.gc import clean_leftovers
 from ..settings import Settings, get_settings
 from ..telemetry.store import open_store
 from . import blobs, models, pages
@@ -37,6 +39,8 @@ from . import telemetry as telemetry_surface
 from .auth import ensure_admin_token
 from .blobs import BlobFastPathMiddleware
 from .headers import IsolationHeadersMiddleware
+
+log = logging.getLogger("browserml.server")
 
 # Most specific first: the first isinstance match decides the status.
 STATUS_BY_ERROR: tuple[tuple[type[BrowserMLError], int], ...] = (
@@ -88,6 +92,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     registry = Registry(settings)
     admin_token = ensure_admin_token(settings.data_dir)
+    removed, freed = clean_leftovers(settings.data_dir)
+    if removed:
+        log.warning("removed %d leftovers of crashed publishes/uploads (%d bytes)", removed, freed)
     # Telemetry (issue 9): store opened here too, so a bad database fails before binding.
     metrics = metrics_surface.Metrics()
     telemetry = telemetry_surface.TelemetryService(settings, open_store(settings), metrics,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +28,7 @@ from starlette.routing import Route
 
 from ..errors import InvalidValueError
 from ..registry import Registry, check_name
+from ..registry.gc import hold
 from ..registry.registry import DEFAULT_CHANNEL, check_relative_path
 from .auth import admin
 
@@ -85,12 +87,15 @@ async def upload(request: Request) -> Response:
     uploads = Path(request.app.state.settings.data_dir) / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     build_dir = Path(tempfile.mkdtemp(dir=uploads, prefix=f"{name}-"))
+    held = os.open(build_dir, os.O_RDONLY)
+    hold(held)  # in use: leftovers of dead uploads are removed at start (registry/gc.py)
     try:
         await _save_parts(request, build_dir)
         published = await run_in_threadpool(_registry(request).publish, build_dir, name, version, channel)
         request.app.state.telemetry.forget_scope()
     finally:
         await run_in_threadpool(shutil.rmtree, build_dir, True)
+        os.close(held)
     return JSONResponse({"name": name, "version": published.version}, status_code=201)
 
 
