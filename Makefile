@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: deps demo test lint pg chromium clean
+.PHONY: deps demo test lint pg chromium bench-tools clean
 
 deps: $(VENV)/.stamp node_modules/.stamp chromium
 
@@ -25,6 +25,9 @@ node_modules/.stamp: package.json package-lock.json
 
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+bench-tools:  # what benchmarks/bench_serving.py compares against and drives
+	@command -v nginx >/dev/null && command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk; }
 
 pg:
 	bash scripts/ensure-postgres.sh
