@@ -293,11 +293,13 @@ def publish_digits(data_dir: Path, database_url: str | None) -> None:
     source.mkdir(parents=True, exist_ok=True)
     weights = np.random.default_rng(0).standard_normal(4 * 3 + 3).astype("<f4")
     (source / "w.bin").write_bytes(weights.tobytes())
-    layer = {"class_name": "Dense", "config": {"name": "dense", "units": 3, "activation": "softmax",
-                                               "batch_input_shape": [None, 4], "dtype": "float32"}}
+    layers = [{"class_name": "Flatten", "config": {"name": "flatten", "batch_input_shape": [None, 2, 2, 1],
+                                                   "dtype": "float32"}},
+              {"class_name": "Dense", "config": {"name": "dense", "units": 3, "activation": "softmax",
+                                                 "dtype": "float32"}}]
     (source / "model.json").write_text(json.dumps({
         "format": "layers-model", "generatedBy": "bench", "convertedBy": None,
-        "modelTopology": {"class_name": "Sequential", "config": {"name": "tiny", "layers": [layer]}},
+        "modelTopology": {"class_name": "Sequential", "config": {"name": "tiny", "layers": layers}},
         "weightsManifest": [{"paths": ["w.bin"], "weights": [
             {"name": "dense/kernel", "shape": [4, 3], "dtype": "float32"},
             {"name": "dense/bias", "shape": [3], "dtype": "float32"}]}]}))
@@ -311,11 +313,15 @@ def publish_digits(data_dir: Path, database_url: str | None) -> None:
 
 
 @contextmanager
-def server(data_dir: Path, database_url: str | None, naive: bool = False):
+def server(data_dir: Path, database_url: str | None, naive: bool = False, src: Path | None = None):
+    """Run a server on a free port: ours (from ``src``, another checkout's ``src/``, when given)
+    or the naive baseline; yield the port."""
     port = free_port()
     if not naive:
         publish_digits(data_dir, database_url)
     env = {**os.environ, "BROWSERML_TELEMETRY_RATE": "0", "BROWSERML_DATA_DIR": str(data_dir)}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     env.pop("BROWSERML_DATABASE_URL", None)
     if database_url:
         env["BROWSERML_DATABASE_URL"] = database_url
@@ -455,6 +461,25 @@ def bench_db(label: str, database_url: str | None, seconds: float, connections: 
             "latency_at_50k": latency}
 
 
+def bench_before_after(label: str, database_url: str | None, seconds: float, connections: int,
+                       baseline_src: Path, rounds: int) -> dict:
+    """Ours and ours from ``baseline_src`` (e.g. main before a change), both running, their
+    closed-loop ingest runs interleaved ``rounds`` times; medians and their ratio."""
+    import statistics
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-telemetry-{label}-") as tmp, \
+            server(Path(tmp) / "ours", database_url) as ours_port, \
+            server(Path(tmp) / "before", database_url, src=baseline_src) as before_port:
+        runs: dict[str, list[float]] = {"ours": [], "before": []}
+        for port in (ours_port, before_port):
+            run_loadgen(port, 2, connections)  # warm-up
+        for _ in range(rounds):
+            for name, port in (("ours", ours_port), ("before", before_port)):
+                runs[name].append(run_loadgen(port, seconds, connections)["events_per_s"])
+    ours, before = statistics.median(runs["ours"]), statistics.median(runs["before"])
+    return {"ours": ours, "before": before, "ratio": ours / before, "runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
@@ -473,6 +498,10 @@ def main() -> None:
                         "at 4 / request latency.")
     parser.add_argument("--events", type=int, default=5_000_000, help="Events for the stats run.")
     parser.add_argument("--only", choices=["ingest", "stats"], default=None)
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="Only compare ingest with ours run from this source tree (another "
+                        "checkout's src/), interleaved --rounds times: a change's cost in one run.")
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds for --baseline-src.")
     args = parser.parse_args()
     if args.command == "loadgen":
         loadgen_main(args)
@@ -482,6 +511,17 @@ def main() -> None:
         return
 
     results: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
+    if args.baseline_src is not None:
+        with pg_schema() as pg_ingest:
+            for label, url in (("sqlite", None), ("postgresql", pg_ingest)):
+                r = bench_before_after(label, url, args.seconds, args.connections, args.baseline_src,
+                                       args.rounds)
+                results[f"{label}_before_after"] = r
+                print(f"{label:10s} ingest: ours {r['ours']:,.0f} events/s, before {r['before']:,.0f} "
+                      f"events/s, ours/before {r['ratio']:.3f}x (medians of {args.rounds})", flush=True)
+        results["load_average_at_end"] = os.getloadavg()
+        print(json.dumps(results, indent=2))
+        return
     with pg_schema() as pg_ingest:
         for label, url in (("sqlite", None), ("postgresql", pg_ingest)):
             if args.only in (None, "ingest"):
