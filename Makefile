@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: deps demo test lint pg chromium nginx clean
+.PHONY: deps demo test lint pg chromium nginx bench-tools clean
 
 deps: $(VENV)/.stamp node_modules/.stamp chromium nginx
 
@@ -29,6 +29,9 @@ chromium:
 # Debian's nginx: the tests serve `browserml export` trees and balance several servers with it.
 nginx:
 	@test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
+
+bench-tools:  # what benchmarks/bench_serving.py compares against and drives
+	@command -v nginx >/dev/null && command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk; }
 
 pg:
 	bash scripts/ensure-postgres.sh

@@ -95,11 +95,13 @@ def wait_http(url: str, timeout_s: float = 20) -> None:
     raise RuntimeError(f"{url} did not come up within {timeout_s} s")
 
 
-def start_ours(data_dir: Path, port: int) -> subprocess.Popen:
-    """Start ``browserml serve`` (uvicorn, one worker) on the data dir."""
+def start_ours(data_dir: Path, port: int, src: Path | None = None) -> subprocess.Popen:
+    """Start ``browserml serve`` (uvicorn, one worker) on the data dir; ``src`` runs the package
+    from another source tree (``--baseline-src``: e.g. main before a change)."""
     command = [sys.executable, "-m", "browserml.cli", "serve", "--host", "127.0.0.1",
                "--port", str(port), "--data-dir", str(data_dir)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
 def start_nginx(tmp: Path, root: Path, port: int) -> subprocess.Popen:
@@ -135,8 +137,9 @@ def check_server(url: str, size: int) -> str:
     return etag
 
 
-def bench(duration: float, rounds: int, connections: int) -> dict:
-    """Publish the shard, start both servers, run wrk interleaved; return the medians."""
+def bench(duration: float, rounds: int, connections: int, baseline_src: Path | None = None) -> dict:
+    """Publish the shard, start both servers (and ours from ``baseline_src`` as "before", when
+    given), run wrk interleaved; return every run's requests/s."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     processes = []
     try:
@@ -152,13 +155,17 @@ def bench(duration: float, rounds: int, connections: int) -> dict:
             "ours": f"http://127.0.0.1:{ours_port}/v1/blobs/{entry['sha256']}",
             "nginx": f"http://127.0.0.1:{nginx_port}/{blob.relative_to(registry.blobs.root)}",
         }
+        if baseline_src is not None:
+            before_port = free_port()
+            processes.append(start_ours(settings.data_dir, before_port, baseline_src))
+            urls["before"] = f"http://127.0.0.1:{before_port}/v1/blobs/{entry['sha256']}"
         etags = {}
         for name, url in urls.items():
             wait_http(url)
             etags[name] = check_server(url, entry["bytes"])
         results: dict[str, dict[str, list[float]]] = {}
         for scenario in ("200 full GET", "304 If-None-Match"):
-            results[scenario] = {"ours": [], "nginx": []}
+            results[scenario] = {name: [] for name in urls}
             for _ in range(rounds):
                 for name, url in urls.items():
                     headers = {"If-None-Match": etags[name]} if scenario.startswith("304") else {}
@@ -177,17 +184,25 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="Seconds per wrk run.")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved runs per server.")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="Also run ours from this source tree (its src/ folder), interleaved, "
+                        "and print ours/before: a change's cost measured in one run.")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    report = bench(args.duration, args.rounds, args.connections)
+    report = bench(args.duration, args.rounds, args.connections, args.baseline_src)
     print(f"cpus: {os.cpu_count()}, 1-min load average before/after: "
           f"{load_before:.2f}/{os.getloadavg()[0]:.2f}")
     print(f"shard: {report['bytes']:,} bytes; wrk -t1 -c{args.connections} "
           f"-d{args.duration:g}s, median of {args.rounds} interleaved rounds; one worker each")
-    print(f"{'scenario':<20} {'ours req/s':>12} {'nginx req/s':>12} {'ours/nginx':>11}")
+    extra = f" {'before req/s':>13} {'ours/before':>12}" if args.baseline_src else ""
+    print(f"{'scenario':<20} {'ours req/s':>12} {'nginx req/s':>12} {'ours/nginx':>11}{extra}")
     for scenario, runs in report["results"].items():
         ours, nginx = statistics.median(runs["ours"]), statistics.median(runs["nginx"])
-        print(f"{scenario:<20} {ours:>12,.0f} {nginx:>12,.0f} {ours / nginx:>10.2f}x")
+        line = f"{scenario:<20} {ours:>12,.0f} {nginx:>12,.0f} {ours / nginx:>10.2f}x"
+        if "before" in runs:
+            before = statistics.median(runs["before"])
+            line += f" {before:>13,.0f} {ours / before:>11.3f}x"
+        print(line)
 
 
 if __name__ == "__main__":

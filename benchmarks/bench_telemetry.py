@@ -17,7 +17,11 @@ Everything on loopback, bounded in time, each party in its own process:
    device / version, each ``since=30d``).
 
 The server's per-client rate limit is set to 0 (off) for the ingest runs: the load generator is one
-client on 127.0.0.1 doing what a whole fleet of browsers would do.
+client on 127.0.0.1 doing what a whole fleet of browsers would do. Each batch carries a client id
+(``?client=``, one per session, as the SDK's sink sends it), and the events' model and versions
+(``digits`` v3 and v4, variants float32/float16/uint8) are published in the server's registry first:
+since issue 17 the server stores telemetry only about models and versions it knows, and records
+which client sent each batch, so that work is measured too.
 
 Usage: ``.venv/bin/python benchmarks/bench_telemetry.py [--seconds 10] [--events 5000000]``
 (PostgreSQL from ``BROWSERML_TEST_DATABASE_URL`` or the tests' default URL; a fresh schema is made
@@ -76,8 +80,9 @@ def make_batch(seed: int, n: int = BATCH) -> bytes:
     return json.dumps(events, separators=(",", ":")).encode()
 
 
-def request_bytes(port: int, body: bytes) -> bytes:
-    head = (f"POST /v1/telemetry HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n"
+def request_bytes(port: int, body: bytes, client: str = "") -> bytes:
+    target = f"/v1/telemetry?client={client}" if client else "/v1/telemetry"
+    head = (f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
 
@@ -167,7 +172,7 @@ def loadgen_main(args: argparse.Namespace) -> None:
     """Entry point of the load-generator process: prints one JSON line of results."""
     import uvloop
 
-    payloads = [request_bytes(args.port, make_batch(seed)) for seed in range(64)]
+    payloads = [request_bytes(args.port, make_batch(seed), f"session-{seed:04d}") for seed in range(64)]
     if args.rate:
         coro = _open_loop(args.port, payloads, args.rate, args.seconds, args.connections)
     else:
@@ -275,10 +280,48 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60) -> No
     raise RuntimeError("server did not start")
 
 
+def publish_digits(data_dir: Path, database_url: str | None) -> None:
+    """Publish ``digits`` v3 and v4 (a tiny imported TF.js model: float32, float16 and uint8
+    variants), the model and versions the batches report."""
+    import numpy as np
+
+    from browserml.importer import import_model
+    from browserml.registry import Registry
+    from browserml.settings import Settings
+
+    source = data_dir.parent / "tiny-tfjs"
+    source.mkdir(parents=True, exist_ok=True)
+    weights = np.random.default_rng(0).standard_normal(4 * 3 + 3).astype("<f4")
+    (source / "w.bin").write_bytes(weights.tobytes())
+    layers = [{"class_name": "Flatten", "config": {"name": "flatten", "batch_input_shape": [None, 2, 2, 1],
+                                                   "dtype": "float32"}},
+              {"class_name": "Dense", "config": {"name": "dense", "units": 3, "activation": "softmax",
+                                                 "dtype": "float32"}}]
+    (source / "model.json").write_text(json.dumps({
+        "format": "layers-model", "generatedBy": "bench", "convertedBy": None,
+        "modelTopology": {"class_name": "Sequential", "config": {"name": "tiny", "layers": layers}},
+        "weightsManifest": [{"paths": ["w.bin"], "weights": [
+            {"name": "dense/kernel", "shape": [4, 3], "dtype": "float32"},
+            {"name": "dense/bias", "shape": [3], "dtype": "float32"}]}]}))
+    build = data_dir.parent / "tiny-build"
+    if not build.exists():
+        import_model(source / "model.json", build, name="digits")
+    with Registry(Settings(data_dir=data_dir, database_url=database_url)) as registry:
+        have = {row.version for row in registry.db.list_versions("digits")}
+        for version in sorted({3, 4} - have):
+            registry.publish(build, "digits", version=version)
+
+
 @contextmanager
-def server(data_dir: Path, database_url: str | None, naive: bool = False):
+def server(data_dir: Path, database_url: str | None, naive: bool = False, src: Path | None = None):
+    """Run a server on a free port: ours (from ``src``, another checkout's ``src/``, when given)
+    or the naive baseline; yield the port."""
     port = free_port()
+    if not naive:
+        publish_digits(data_dir, database_url)
     env = {**os.environ, "BROWSERML_TELEMETRY_RATE": "0", "BROWSERML_DATA_DIR": str(data_dir)}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     env.pop("BROWSERML_DATABASE_URL", None)
     if database_url:
         env["BROWSERML_DATABASE_URL"] = database_url
@@ -418,6 +461,25 @@ def bench_db(label: str, database_url: str | None, seconds: float, connections: 
             "latency_at_50k": latency}
 
 
+def bench_before_after(label: str, database_url: str | None, seconds: float, connections: int,
+                       baseline_src: Path, rounds: int) -> dict:
+    """Ours and ours from ``baseline_src`` (e.g. main before a change), both running, their
+    closed-loop ingest runs interleaved ``rounds`` times; medians and their ratio."""
+    import statistics
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-telemetry-{label}-") as tmp, \
+            server(Path(tmp) / "ours", database_url) as ours_port, \
+            server(Path(tmp) / "before", database_url, src=baseline_src) as before_port:
+        runs: dict[str, list[float]] = {"ours": [], "before": []}
+        for port in (ours_port, before_port):
+            run_loadgen(port, 2, connections)  # warm-up
+        for _ in range(rounds):
+            for name, port in (("ours", ours_port), ("before", before_port)):
+                runs[name].append(run_loadgen(port, seconds, connections)["events_per_s"])
+    ours, before = statistics.median(runs["ours"]), statistics.median(runs["before"])
+    return {"ours": ours, "before": before, "ratio": ours / before, "runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
@@ -436,6 +498,10 @@ def main() -> None:
                         "at 4 / request latency.")
     parser.add_argument("--events", type=int, default=5_000_000, help="Events for the stats run.")
     parser.add_argument("--only", choices=["ingest", "stats"], default=None)
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="Only compare ingest with ours run from this source tree (another "
+                        "checkout's src/), interleaved --rounds times: a change's cost in one run.")
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds for --baseline-src.")
     args = parser.parse_args()
     if args.command == "loadgen":
         loadgen_main(args)
@@ -445,6 +511,17 @@ def main() -> None:
         return
 
     results: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
+    if args.baseline_src is not None:
+        with pg_schema() as pg_ingest:
+            for label, url in (("sqlite", None), ("postgresql", pg_ingest)):
+                r = bench_before_after(label, url, args.seconds, args.connections, args.baseline_src,
+                                       args.rounds)
+                results[f"{label}_before_after"] = r
+                print(f"{label:10s} ingest: ours {r['ours']:,.0f} events/s, before {r['before']:,.0f} "
+                      f"events/s, ours/before {r['ratio']:.3f}x (medians of {args.rounds})", flush=True)
+        results["load_average_at_end"] = os.getloadavg()
+        print(json.dumps(results, indent=2))
+        return
     with pg_schema() as pg_ingest:
         for label, url in (("sqlite", None), ("postgresql", pg_ingest)):
             if args.only in (None, "ingest"):

@@ -70,6 +70,7 @@ def image_folder(root: Path, per_class: dict[str, int]) -> Path:
     (["convert"], ["RUN_DIR", "--out", "--budget", "--json"]),
     (["verify"], ["BUILD_DIR", "--run", "--samples", "--backend"]),
     (["import"], ["MODEL_JSON", "--out", "--labels", "--value-range", "--json"]),
+    (["gc"], ["--delete", "--json", "--data-dir", "dry run"]),
 ])
 def test_help(command, options):
     result = run_cli(*command, "--help")

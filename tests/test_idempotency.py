@@ -9,6 +9,7 @@ import random
 import httpx
 
 from browserml.bench.traffic import telemetry_batch
+from browserml.registry import Registry
 from browserml.telemetry.batch import receive
 from browserml.telemetry.stats import DAY, MINUTE
 from browserml.telemetry.store import open_store
@@ -34,7 +35,9 @@ def test_the_store_keeps_one_batch_per_key(registry_settings):
         store.close()
 
 
-def test_the_endpoint_acknowledges_a_retry_without_storing_it(registry_settings, live_server):
+def test_the_endpoint_acknowledges_a_retry_without_storing_it(registry_settings, live_server, make_build):
+    with Registry(registry_settings) as registry:  # telemetry is accepted for published models only
+        registry.publish(make_build(seed=1), "digits", channel="stable")
     server = live_server(registry_settings)
     body = telemetry_batch("digits", 1, 4, random.Random(5))
     with httpx.Client(base_url=server.url) as http:

@@ -296,7 +296,7 @@ def test_publish_promote_rollback_over_http(registry_settings, make_build, live_
         listed = client.get("/v1/models").json()["models"]
         assert [v["version"] for v in listed[0]["versions"]] == [2]
         bad = client.post("/v1/models/digits/channels/stable", json={"version": "two"})
-        assert bad.status_code == 409 and "version must be an integer" in bad.json()["error"]
+        assert bad.status_code == 400 and "version must be an integer" in bad.json()["error"]
         assert client.post("/v1/models/digits/channels/stable",
                            json={"version": 99}).status_code == 404
 

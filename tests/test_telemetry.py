@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from browserml.registry import Registry
 from browserml.server.run import free_port
 from browserml.settings import Settings
 from browserml.telemetry.stats import DAY, HIST_BUCKETS, MINUTE, bucket_of, percentile
@@ -26,6 +27,21 @@ from browserml.telemetry.store import cover, open_store
 
 PREDICT = {"type": "predict", "model": "digits", "version": 3, "variant": "uint8", "engine": "tfjs",
            "backend": "wasm", "device": "desktop-2c-8g-coi", "ms": 12.5}
+
+
+def publish_digits(settings: Settings, make_build, versions=(3, 4)) -> None:
+    """Publish ``digits`` at ``versions``: telemetry is accepted only about models and versions
+    the registry knows (issue 17)."""
+    with Registry(settings) as registry:
+        for version in versions:
+            registry.publish(make_build(seed=version), "digits", version=version)
+
+
+@pytest.fixture
+def telemetry_settings(registry_settings: Settings, make_build) -> Settings:
+    """``registry_settings`` with digits v3 and v4 published (the events' model)."""
+    publish_digits(registry_settings, make_build)
+    return registry_settings
 
 
 def token_of(settings: Settings) -> dict[str, str]:
@@ -49,9 +65,9 @@ def session_events(backend: str, n_predict: int, ms: float) -> list[dict]:
 
 
 @pytest.mark.parametrize("validators", [0, 1], ids=["in-process", "validator-process"])
-def test_ingest_then_stats_grouped_and_over_time(registry_settings, live_server, validators):
-    registry_settings = registry_settings.model_copy(update={"telemetry_validators": validators})
-    server = live_server(registry_settings)
+def test_ingest_then_stats_grouped_and_over_time(telemetry_settings, live_server, validators):
+    telemetry_settings = telemetry_settings.model_copy(update={"telemetry_validators": validators})
+    server = live_server(telemetry_settings)
     wasm = session_events("wasm", 40, 10.0)
     webgl = [
         *session_events("webgl", 10, 300.0),
@@ -63,7 +79,7 @@ def test_ingest_then_stats_grouped_and_over_time(registry_settings, live_server,
         assert response.status_code == 200, response.text
         assert response.json() == {"accepted": len(batch), "dropped": 0, "errors": []}
 
-    auth = token_of(registry_settings)
+    auth = token_of(telemetry_settings)
     body = httpx.get(f"{server.url}/v1/stats", params={"model": "digits", "since": "1h",
                                                        "group_by": "backend"}, headers=auth).json()
     total = body["total"]
@@ -75,7 +91,7 @@ def test_ingest_then_stats_grouped_and_over_time(registry_settings, live_server,
     assert total["init_ms"] == {"mean": 900.0, "max": 900.0}
     assert total["warmup_ms"]["mean"] == 120.0
     assert total["memory"]["bytes_max"] == 4_000_000 and total["memory"]["tensors_max"] == 12
-    assert total["savings"]["estimated"] == pytest.approx(50 / 1000 * registry_settings.server_cost_per_1000)
+    assert total["savings"]["estimated"] == pytest.approx(50 / 1000 * telemetry_settings.server_cost_per_1000)
     groups = {g["key"]: g for g in body["groups"]}
     assert set(groups) == {"wasm", "webgl"}
     # Latencies are read from log buckets: within a bucket width (19 %) of the truth.
@@ -99,10 +115,10 @@ def server_store(server):
     return server.server.config.app.state.telemetry.store
 
 
-def test_raw_events_read_back_as_sent(registry_settings, live_server):
+def test_raw_events_read_back_as_sent(telemetry_settings, live_server):
     """Raw events are stored one row per batch; the telemetry_events view gives them back as
     typed rows, dated by the server's clock minus each event's age."""
-    server = live_server(registry_settings)
+    server = live_server(telemetry_settings)
     before = int(time.time() * 1000)
     sent = [PREDICT | {"age_ms": 60_000.0}, {"type": "memory", "model": "digits", "num_bytes": 7}]
     assert post(server.url, sent).status_code == 200
@@ -119,8 +135,8 @@ def test_raw_events_read_back_as_sent(registry_settings, live_server):
     assert second == ["memory", 0, "", None, 1, 7, ""]  # absent fields read as the schema defaults
 
 
-def test_a_dead_validator_process_costs_no_batch(registry_settings, live_server):
-    settings = registry_settings.model_copy(update={"telemetry_validators": 1})
+def test_a_dead_validator_process_costs_no_batch(telemetry_settings, live_server):
+    settings = telemetry_settings.model_copy(update={"telemetry_validators": 1})
     server = live_server(settings)
     assert post(server.url, [PREDICT]).status_code == 200
     service = server.server.config.app.state.telemetry
@@ -135,8 +151,8 @@ def test_a_dead_validator_process_costs_no_batch(registry_settings, live_server)
     assert service.metrics.validator_restarts._value.get() == 1
 
 
-def test_bad_input_is_refused_with_the_reason(registry_settings, live_server):
-    server = live_server(registry_settings)
+def test_bad_input_is_refused_with_the_reason(telemetry_settings, live_server):
+    server = live_server(telemetry_settings)
     url = server.url
     store = server_store(server)
 
@@ -194,12 +210,12 @@ def test_bad_input_is_refused_with_the_reason(registry_settings, live_server):
     assert store.count_events() == 1
 
 
-def test_stats_metrics_need_the_token_unless_public(registry_settings, live_server):
-    server = live_server(registry_settings)
+def test_stats_metrics_need_the_token_unless_public(telemetry_settings, live_server):
+    server = live_server(telemetry_settings)
     for path in ("/v1/stats?model=digits", "/v1/stats/series?model=digits", "/v1/stats/models", "/metrics"):
         response = httpx.get(server.url + path)
         assert response.status_code == 401 and response.json() == {"error": "unauthorized"}
-    auth = token_of(registry_settings)
+    auth = token_of(telemetry_settings)
     for params, reason in (({}, "model is required"), ({"model": "digits", "group_by": "os"}, "group_by"),
                            ({"model": "digits", "since": "yesterday"}, "duration"),
                            ({"model": "digits", "since": "1h", "until": "2h"}, "before")):
@@ -210,14 +226,14 @@ def test_stats_metrics_need_the_token_unless_public(registry_settings, live_serv
     assert "browserml_telemetry_events_accepted_total 1.0" in metrics
     assert 'browserml_http_requests_total{method="POST",status="2xx",surface="telemetry"} 1.0' in metrics
 
-    public = registry_settings.model_copy(update={"dashboard_public": True, "metrics_public": True})
+    public = telemetry_settings.model_copy(update={"dashboard_public": True, "metrics_public": True})
     server2 = live_server(public)
     assert httpx.get(f"{server2.url}/v1/stats", params={"model": "digits"}).status_code == 200
     assert httpx.get(f"{server2.url}/metrics").status_code == 200
 
 
-def test_a_flood_gets_429_and_the_server_stays_up(registry_settings, live_server):
-    settings = registry_settings.model_copy(update={"telemetry_rate": 100.0, "telemetry_burst": 500})
+def test_a_flood_gets_429_and_the_server_stays_up(telemetry_settings, live_server):
+    settings = telemetry_settings.model_copy(update={"telemetry_rate": 100.0, "telemetry_burst": 500})
     server = live_server(settings)
     statuses: list[int] = []
     retry_after: set[str] = set()
@@ -249,9 +265,10 @@ def test_a_flood_gets_429_and_the_server_stays_up(registry_settings, live_server
     assert post(server.url, [PREDICT]).status_code == 200
 
 
-def test_sigkill_mid_load_keeps_every_acknowledged_event(tmp_path, database_url):
+def test_sigkill_mid_load_keeps_every_acknowledged_event(tmp_path, database_url, make_build):
     """Every event answered 2xx before the server is SIGKILLed is in the database afterwards."""
     data_dir = tmp_path / "data"
+    publish_digits(Settings(data_dir=data_dir, database_url=database_url), make_build)
     port = free_port()
     env = {**os.environ, "BROWSERML_TELEMETRY_RATE": "0"}
     env.pop("BROWSERML_DATABASE_URL", None)

@@ -24,11 +24,13 @@ import { readBody } from './progress.js';
  */
 
 /**
- * Fetch the manifest; when the network fails (offline) fall back to the last good copy in the
- * cache, so a page that loaded once keeps working offline.
+ * Fetch the manifest; when the network fails (offline) or the server answers 5xx (e.g. its disk is
+ * full), fall back to the last good copy in the cache, so a page that loaded once keeps working.
+ * The answer then says why (`reason`), and the runtime reports it as a `fallback` event.
  * @param {{server: string, model: string, channel?: string, clientId?: string,
  *   fetch?: typeof fetch, cache?: import('./cache.js').BlobCache}} opts
- * @returns {Promise<{manifest: Manifest, source: 'network' | 'offline-cache', ms: number}>}
+ * @returns {Promise<{manifest: Manifest, source: 'network' | 'offline-cache' | 'stale-cache', ms: number,
+ *   reason?: string}>}
  */
 export async function fetchManifest(opts) {
   const { server, model, channel = 'stable', clientId, cache } = opts;
@@ -36,13 +38,18 @@ export async function fetchManifest(opts) {
   const url = manifestUrl(server, model, channel);
   const key = manifestKey(server, model, channel);
   const t0 = now();
+  const cached = async (source, reason) => {
+    const copy = cache ? await cache.getManifest(key) : null;
+    return copy ? { manifest: copy, source, ms: now() - t0, reason } : null;
+  };
   let response;
   try {
     response = await doFetch(url, { credentials: 'omit' });
   } catch (err) {
-    const offline = cache ? await cache.getManifest(key) : null;
-    if (offline) return { manifest: offline, source: 'offline-cache', ms: now() - t0 };
-    throw new LoadError(`cannot reach ${url}: ${err && err.message ? err.message : err}`, 'network');
+    const reason = `cannot reach ${url}: ${err && err.message ? err.message : err}`;
+    const offline = await cached('offline-cache', reason);
+    if (offline) return offline;
+    throw new LoadError(reason, 'network');
   }
   if (!response.ok) {
     let detail = '';
@@ -51,8 +58,12 @@ export async function fetchManifest(opts) {
     } catch {
       /* not JSON */
     }
-    throw new LoadError(`manifest ${url}: HTTP ${response.status}${detail ? ` (${detail})` : ''}`,
-      response.status === 404 ? 'not-found' : 'http');
+    const reason = `manifest ${url}: HTTP ${response.status}${detail ? ` (${detail})` : ''}`;
+    if (response.status >= 500) {
+      const stale = await cached('stale-cache', reason);
+      if (stale) return stale;
+    }
+    throw new LoadError(reason, response.status === 404 ? 'not-found' : 'http');
   }
   const manifest = validateManifest(await pickManifest(await response.json(), clientId));
   if (cache) await cache.putManifest(key, manifest);
@@ -73,9 +84,10 @@ export function manifestUrl(server, model, channel) {
 
 /**
  * Check the fields the SDK relies on, so a bad manifest fails with a message instead of a
- * TypeError deep in an engine.
+ * TypeError deep in an engine. A variant with a bad file entry (no files, a malformed sha256) is
+ * dropped and listed in `rejected`; the manifest fails only when no variant is left.
  * @param {any} m
- * @returns {Manifest}
+ * @returns {Manifest & {rejected?: {name: string, reason: string}[]}}
  */
 export function validateManifest(m) {
   const bad = (what) => { throw new LoadError(`manifest is invalid: ${what}`, 'manifest'); };
@@ -85,13 +97,23 @@ export function validateManifest(m) {
   if (!(inp.height > 0 && inp.width > 0)) bad('input.height/width missing');
   if (![1, 3].includes(inp.channels ?? 3)) bad(`input.channels must be 1 or 3, got ${inp.channels}`);
   if (!Array.isArray(m.variants) || !m.variants.length) bad('no variants');
-  for (const v of m.variants) {
-    if (!v.name || !Array.isArray(v.files) || !v.files.length) bad(`variant ${v.name} has no files`);
-    for (const f of v.files) {
-      if (!/^[0-9a-f]{64}$/.test(f.sha256 || '')) bad(`${v.name}/${f.path}: sha256 missing`);
-    }
+  const rejected = [];
+  const variants = m.variants.filter((v) => {
+    const reason = variantProblem(v);
+    if (reason) rejected.push({ name: v && v.name ? String(v.name) : '?', reason });
+    return !reason;
+  });
+  if (!variants.length) bad(rejected.map((r) => r.reason).join('; '));
+  return rejected.length ? { ...m, variants, rejected } : m;
+}
+
+/** @param {any} v @returns {string | null} why a manifest variant cannot be used, or null */
+function variantProblem(v) {
+  if (!v || !v.name || !Array.isArray(v.files) || !v.files.length) return `variant ${v && v.name} has no files`;
+  for (const f of v.files) {
+    if (!f || !/^[0-9a-f]{64}$/.test(f.sha256 || '')) return `${v.name}/${f && f.path}: sha256 missing or malformed`;
   }
-  return m;
+  return null;
 }
 
 /**
@@ -224,13 +246,14 @@ export function buildArtifacts(variant, files) {
   const weightSpecs = [];
   const shards = [];
   for (const group of json.weightsManifest || []) {
-    for (const p of group.paths || []) {
+    (group.paths || []).forEach((p, i) => {
       const bytes = resolveFile(files, p);
       if (!bytes) {
         throw new LoadError(`${variant.name}: model.json names weight file ${p}, which the manifest does not list`, 'format');
       }
+      vouch(variant, group, p, i);
       shards.push(bytes);
-    }
+    });
     weightSpecs.push(...(group.weights || []));
   }
   return {
@@ -242,6 +265,27 @@ export function buildArtifacts(variant, files) {
     convertedBy: json.convertedBy,
     trainingConfig: json.trainingConfig,
   };
+}
+
+/**
+ * model.json is content-addressed (its own sha256 is checked), and our converter records each
+ * shard's sha256 in its weightsManifest group (`sha256`, parallel to `paths`). The shard bytes
+ * were checked against the *manifest's* sha256; this checks that the manifest names the very
+ * shard model.json was written with, so a manifest entry pointing at some other valid file
+ * cannot make a variant load with the wrong weights. Groups without `sha256` (models converted
+ * elsewhere or before) are accepted as they are.
+ * @param {ManifestVariant} variant @param {any} group @param {string} path @param {number} index
+ */
+export function vouch(variant, group, path, index) {
+  if (!Array.isArray(group.sha256)) return;
+  const clean = path.replace(/^\.\//, '');
+  const entry = variant.files.find((f) => f.path === path || f.path === clean || f.path.endsWith(`/${clean}`));
+  const expected = group.sha256[index];
+  if (!entry || entry.sha256 !== expected) {
+    throw new IntegrityError(
+      `${variant.name}/${path}: model.json vouches for sha256 ${String(expected).slice(0, 12)}…, the manifest names ${entry ? entry.sha256.slice(0, 12) : 'nothing'}…`,
+      { variant: variant.name, path });
+  }
 }
 
 /**

@@ -138,11 +138,12 @@ export class Runtime {
     const engineReady = this.tfjs.init().then(() => now() - te);
     engineReady.catch(() => {});
     try {
-      const { manifest, source, ms: manifestMs } = await fetchManifest({
+      const { manifest, source, ms: manifestMs, reason: manifestReason } = await fetchManifest({
         server: this.server, model: o.model, channel: o.channel, clientId: o.clientId, fetch: this.fetch, cache: this.cache,
       });
       this.manifest = manifest;
       this.telemetry.set({ model: manifest.name, version: manifest.version });
+      if (source !== 'network') this.telemetry.emit('fallback', { phase: 'manifest', from: 'network', to: source, reason: manifestReason });
       this.choiceKey = choiceKey(deviceKey(), manifest.name, manifest.version);
       const remembered = o.remember && this.store ? this.store.get(this.choiceKey) : null;
       this.remembered = remembered;

@@ -272,6 +272,28 @@ def list_models(as_json, data_dir):
 
 
 @cli.command()
+@click.option("--delete", is_flag=True, help="Delete what is found (default: only report it).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the summary.")
+@data_dir_option
+def gc(delete, as_json, data_dir):
+    """Find blobs no version references and leftovers of crashed publishes (dry run by default).
+
+    Blobs of in-flight publishes are never touched: gc waits for them to commit."""
+    from .registry import Registry
+
+    with Registry(registry_settings(data_dir)) as registry:
+        garbage = registry.gc(delete=delete)
+    if as_json:
+        print_json({"blobs": garbage.blobs, "bytes": garbage.bytes, "leftovers": garbage.leftovers,
+                    "leftover_bytes": garbage.leftover_bytes, "deleted": garbage.deleted})
+        return
+    verb = "deleted" if delete else "would delete"
+    console.print(f"{verb} {len(garbage.blobs)} unreferenced blobs ({garbage.bytes:,} bytes) and "
+                  f"{garbage.leftovers} leftovers of crashed publishes ({garbage.leftover_bytes:,} bytes)"
+                  + ("" if delete else "; run with --delete to remove them"), highlight=False)
+
+
+@cli.command()
 @click.option("--host", default=None, help="Bind address (default: settings.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port (default: settings.port, 8000).")

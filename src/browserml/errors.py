@@ -41,6 +41,11 @@ class RegistryError(BrowserMLError):
     """A publish, promote or rollback cannot be done as asked."""
 
 
+class InvalidValueError(RegistryError):
+    """A request value (version, percent, body) is not one the API accepts: the caller's mistake
+    (400), not a conflict with the registry's state (409)."""
+
+
 class NotFoundError(RegistryError):
     """The model, version or channel does not exist."""
 
@@ -55,3 +60,7 @@ class DatabaseError(BrowserMLError):
 
 class TelemetryError(BrowserMLError):
     """A telemetry batch or stats query is not what the API accepts."""
+
+
+class TokenError(BrowserMLError):
+    """The admin-token file is empty, blank or malformed, so the server refuses to start."""

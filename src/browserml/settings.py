@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     max_upload_bytes: int = 512 * 1024 * 1024
     blob_cache_bytes: int = Field(256 * 1024 * 1024, description="Hot blobs kept in memory.")
+    # Connection limits (issue 17; enforced in the HTTP protocol, see server/protocol.py).
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request line + headers (431).")
+    header_timeout_s: float = Field(10.0, gt=0, description="Time to send a request head (408).")
+    keepalive_timeout_s: float = Field(5.0, gt=0, description="Idle keep-alive connections close.")
+    max_connections: int = Field(1000, ge=1, description="Open connections; more are answered 503.")
     sdk_dir: Path = Field(default_factory=lambda: _checkout_or_bundled("sdk", "src"),
                           description="Served at /sdk/.")
     web_dir: Path = Field(default_factory=lambda: _checkout_or_bundled("web"),
@@ -81,9 +86,19 @@ class Settings(BaseSettings):
     telemetry_max_events: int = Field(500, description="Most events one POST /v1/telemetry may carry.")
     telemetry_max_bytes: int = Field(1024 * 1024, description="Largest telemetry body (1 MiB).")
     telemetry_rate: float = Field(
-        2000.0, description="Events/s each client (IP) may send on average; 0 disables the limit."
+        2000.0, description="Events/s one address may send on average (all its clients together: the "
+        "per-address ceiling); 0 disables both limits."
     )
-    telemetry_burst: int = Field(10_000, description="Events a client may send at once (bucket size).")
+    telemetry_burst: int = Field(10_000, description="Events an address may send at once (bucket size).")
+    telemetry_client_rate: float = Field(
+        200.0, description="Events/s one client id may send on average (issue 17): with the burst, "
+        "what one client can weigh in a minute's rollup (burst + 60 x rate)."
+    )
+    telemetry_client_burst: int = Field(2000, description="Events one client id may send at once.")
+    telemetry_scope_refresh_s: float = Field(
+        5.0, gt=0, description="How often telemetry re-reads which models and versions the registry "
+        "has (a publish through this server is seen at once)."
+    )
     telemetry_retention_days: float = Field(30.0, description="Raw events older than this are deleted.")
     telemetry_rollup_retention_days: float = Field(
         90.0, description="Per-minute rollups older than this are deleted (hourly ones are kept)."

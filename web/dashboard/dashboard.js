@@ -14,7 +14,8 @@
 
 const $ = (s) => document.querySelector(s);
 const params = new URLSearchParams(location.search);
-const refreshS = Number(params.get('refresh') || 10);
+// A missing, non-numeric or tiny value must not poll in a tight loop (setInterval(NaN) is 0 ms).
+const refreshS = Math.max(1, Number(params.get('refresh')) || 10);
 const Chart = /** @type {any} */ (globalThis).Chart;
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
 
@@ -127,6 +128,8 @@ async function refresh() {
 function render(summary, series, total, backends, devices, versions, registry, model) {
   const t = summary.total;
   $('#t-predictions').textContent = t.predictions.toLocaleString();
+  // Counts beside how many senders they come from: many events from one client are one opinion.
+  $('#t-clients').textContent = `${t.count.toLocaleString()} / ${summary.clients ?? '–'} / ${summary.addresses ?? '–'}`;
   $('#t-latency').textContent = `${fmtMs(t.latency_ms.p50)} / ${fmtMs(t.latency_ms.p95)} / ${fmtMs(t.latency_ms.p99)} ms`;
   $('#t-init').textContent = `${fmtMs(t.init_ms.mean)} / ${fmtMs(t.warmup_ms.mean)} ms`;
   $('#t-errors').textContent = `${fmtPct(t.error_rate)} / ${t.fallback_rate === null ? '–' : t.fallback_rate.toFixed(2)}`;

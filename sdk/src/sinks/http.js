@@ -13,8 +13,14 @@
  *   counted in `dropped`, so a page that cannot reach the server does not grow memory.
  * - Every `intervalMs` (default 10 s), or as soon as `maxBatch` (500) events are queued, one batch
  *   goes out with `fetch` (`keepalive`, `text/plain`, so no CORS preflight). A network error, 429 or
- *   5xx puts the batch back (if there is room) and doubles the wait, up to 5 minutes; 4xx other
- *   than 429 is a schema disagreement and is not retried.
+ *   5xx puts the batch back (if there is room) and doubles the wait, up to 5 minutes, at most
+ *   `maxAttempts` (default 6) times, after which the batch is dropped (counted); 4xx other than 429
+ *   means the server rejected the batch as malformed, and it is dropped at once, never retried.
+ * - Text is cut on code points and made well-formed (a lone UTF-16 surrogate becomes U+FFFD), so
+ *   cutting a long error message through an emoji cannot make a batch the server must refuse.
+ * - Batches carry `?client=<id>`: a random id kept in localStorage (or per page without it), so
+ *   the server rate-limits each browser on its own even behind a shared proxy and can count
+ *   distinct clients. Pass `clientId` to use your own (8-64 of [A-Za-z0-9_-]).
  * - Every batch carries an idempotency key (`?batch=<uuid>`); a retried batch keeps its key, so
  *   when an answer was lost after the server committed (an instance killed, a balancer timeout)
  *   the server stores the batch once (issue 20).
@@ -30,6 +36,33 @@ const TYPES = new Set(['init', 'load', 'predict', 'error', 'fallback', 'memory']
 const LABEL = /^[A-Za-z0-9_.:/+-]{0,32}$/;
 const BEACON_BYTES = 60000;
 const MAX_BACKOFF_MS = 300000;
+const CLIENT_KEY = 'browserml:client';
+
+/**
+ * Cut `s` to at most `n` UTF-16 units without splitting a surrogate pair, and replace any lone
+ * surrogate with U+FFFD (what `String.prototype.toWellFormed` does), so the text is valid Unicode.
+ * @param {string} s @param {number} n @returns {string}
+ */
+export function cutText(s, n) {
+  let t = s.length > n ? s.slice(0, n) : s;
+  const last = t.charCodeAt(t.length - 1);
+  if (t.length < s.length && last >= 0xd800 && last <= 0xdbff) t = t.slice(0, -1);
+  return t.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+}
+
+/** @param {any} g global @returns {string} this browser's telemetry client id (random, kept) */
+export function defaultClientId(g = globalThis) {
+  const fresh = () => (g.crypto && g.crypto.randomUUID ? g.crypto.randomUUID() : `${Date.now()}-${Math.random()}`.replace(/\./g, '')).replace(/[^A-Za-z0-9_-]/g, '');
+  try {
+    const kept = g.localStorage && g.localStorage.getItem(CLIENT_KEY);
+    if (kept && /^[A-Za-z0-9_-]{8,64}$/.test(kept)) return kept;
+    const id = fresh();
+    if (g.localStorage) g.localStorage.setItem(CLIENT_KEY, id);
+    return id;
+  } catch {
+    return fresh(); // storage blocked (private mode, sandboxed frame)
+  }
+}
 
 /** @param {any} v */
 function label(v) {
@@ -82,7 +115,7 @@ export function toWire(e) {
     if (ng !== undefined) out.num_bytes_gpu = ng;
   }
   const reason = e.reason || e.message;
-  if (reason) out.reason = String(reason).slice(0, 500);
+  if (reason) out.reason = cutText(String(reason), 500);
   if (e.type === 'fallback' && !out.backend && e.fromBackend) out.backend = label(e.fromBackend);
   return out;
 }
@@ -91,13 +124,18 @@ export function toWire(e) {
 export class HttpSink {
   /**
    * @param {{url?: string, server?: string, intervalMs?: number, maxBatch?: number, maxQueue?: number,
+   *   maxAttempts?: number, clientId?: string | null,
    *   fetch?: typeof fetch, beacon?: (url: string, body: string) => boolean, now?: () => number,
    *   target?: any, listen?: boolean}} [opts]
    */
   constructor(opts = {}) {
     const g = /** @type {any} */ (globalThis);
     const base = opts.server || (g.location && g.location.origin) || '';
-    this.url = opts.url || new URL('/v1/telemetry', base || 'http://localhost').href;
+    const url = new URL(opts.url || new URL('/v1/telemetry', base || 'http://localhost').href);
+    this.clientId = opts.clientId === undefined ? defaultClientId(g) : opts.clientId;
+    if (this.clientId) url.searchParams.set('client', this.clientId);
+    this.url = url.href;
+    this.maxAttempts = opts.maxAttempts ?? 6;
     this.intervalMs = opts.intervalMs ?? 10000;
     this.maxBatch = Math.min(opts.maxBatch ?? 500, 500);
     this.maxQueue = Math.max(opts.maxQueue ?? 2000, this.maxBatch);
@@ -133,7 +171,7 @@ export class HttpSink {
     if (this.closed) return;
     const wire = toWire(event);
     if (!wire) return;
-    this.queue.push({ wire, at: this.now() });
+    this.queue.push({ wire, at: this.now(), tries: 0 });
     if (this.queue.length > this.maxQueue) {
       const over = this.queue.length - this.maxQueue;
       this.queue.splice(0, over);
@@ -246,10 +284,14 @@ export class HttpSink {
   _requeue(batch, key) {
     for (const item of batch) item.key = key;
     this.failures += 1;
+    this.backoff = Math.min(MAX_BACKOFF_MS, this.backoff * 2);
+    for (const item of batch) item.tries += 1;
+    const kept = batch.filter((item) => item.tries < this.maxAttempts);
+    this.dropped += batch.length - kept.length;
+    batch = kept;
     const room = this.maxQueue - this.queue.length;
     if (room < batch.length) this.dropped += batch.length - Math.max(room, 0);
-    if (room > 0) this.queue.unshift(...batch.slice(batch.length - room));
-    this.backoff = Math.min(MAX_BACKOFF_MS, this.backoff * 2);
+    if (room > 0) this.queue.unshift(...batch.slice(Math.max(0, batch.length - room)));
   }
 
   _schedule(ms) {

@@ -6,8 +6,9 @@ share a shard share the bytes, a blob's URL never changes meaning (which is what
 
 Writes are atomic: bytes go to a temp file in the same file system, are hashed while copied,
 fsync'd, then renamed into place (and the directory fsync'd), so a crash leaves either no blob or a
-whole one — never a truncated file under a valid name. Orphans from a crashed publish are harmless:
-nothing refers to them.
+whole one — never a truncated file under a valid name. Orphans from a crashed publish are harmless
+(nothing refers to them) and reclaimed: temp files at the next start, blobs by ``browserml gc``
+(:mod:`.gc`).
 
 Next to a blob, smaller precompressed copies (``<sha>.br``, ``<sha>.gz``) are kept when compression
 actually shrinks it, so the server can answer ``Accept-Encoding`` without compressing per request.
@@ -15,6 +16,7 @@ actually shrinks it, so the server can answer ``Accept-Encoding`` without compre
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import os
@@ -99,6 +101,10 @@ class BlobStore:
                 with _AtomicWrite(self._tmp, self.path(sha256, encoding)) as (handle, _):
                     handle.write(packed)
 
+    def recompress(self, sha256: str) -> None:
+        """Recreate the ``.br``/``.gz`` copies of a stored blob (one was deleted)."""
+        self._precompress(self.path(sha256), sha256)
+
     def encodings(self, sha256: str) -> dict[str, Path]:
         """Given a sha256, return the precompressed copies that exist, by content-coding name."""
         found = {}
@@ -118,6 +124,7 @@ class _AtomicWrite:
 
     def __enter__(self):
         fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=".blob-")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "being written": see registry/gc.py
         self.tmp = Path(name)
         self.handle = os.fdopen(fd, "wb")
         return self.handle, hashlib.sha256()

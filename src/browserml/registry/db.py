@@ -19,6 +19,7 @@ The data model is small on purpose:
 from __future__ import annotations
 
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -111,6 +112,10 @@ class Database(ABC):
     def close(self) -> None:
         """Release connections."""
 
+    def reading(self) -> AbstractContextManager[Run]:
+        """Like :meth:`transaction`, for statements that only read (default: a transaction)."""
+        return self.transaction()
+
     def _is_unique_violation(self, exc: Exception) -> bool:
         return False
 
@@ -169,7 +174,7 @@ class Database(ABC):
 
     def get_version(self, model: str, version: int) -> VersionRow:
         """Given a model and version, return its row or raise NotFoundError."""
-        with self.transaction() as run:
+        with self.reading() as run:
             row = run(
                 "SELECT model, version, build, created_at FROM versions "
                 "WHERE model = ? AND version = ?",
@@ -185,7 +190,7 @@ class Database(ABC):
         params: tuple[Any, ...] = ()
         if model is not None:
             query, params = query + " WHERE model = ?", (model,)
-        with self.transaction() as run:
+        with self.reading() as run:
             rows = run(query + " ORDER BY model, version", params).fetchall()
         return [VersionRow(*row) for row in rows]
 
@@ -210,12 +215,12 @@ class Database(ABC):
 
     def channel(self, model: str, channel: str) -> ChannelState | None:
         """Return what ``channel`` of ``model`` serves now, or None when it was never set."""
-        with self.transaction() as run:
+        with self.reading() as run:
             return _state(run(_CURRENT, (model, channel)).fetchone())
 
     def channels(self, model: str) -> list[ChannelState]:
         """Return the current state of every channel of ``model``, by channel name."""
-        with self.transaction() as run:
+        with self.reading() as run:
             return self._current_states(run, model)
 
     def _current_states(self, run: Run, model: str) -> list[ChannelState]:
@@ -279,8 +284,11 @@ def _full_version(state: ChannelState | None) -> int | None:
 class SQLiteDatabase(Database):
     """One WAL-mode SQLite file: readers never block the writer, a killed writer leaves nothing.
 
-    A connection per transaction keeps it thread-safe under Starlette's thread pool; opening one
-    costs microseconds next to an HTTP request."""
+    A connection per write transaction keeps writes thread-safe under Starlette's thread pool.
+    Reads use one kept read-only connection per thread (:meth:`reading`): with a connection always
+    open, SQLite keeps its ``-wal``/``-shm`` files instead of deleting them when the last
+    connection closes and recreating them on the next open — which fails on a full disk, and made
+    every manifest a 500 there (issue 17). Reads also never queue behind a writer's lock."""
 
     id_column = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
@@ -290,6 +298,29 @@ class SQLiteDatabase(Database):
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
         self.create_schema()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._reader()  # this one stays open for the registry's life, keeping -wal/-shm
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Run]:
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            yield conn.execute
+        finally:
+            conn.execute("COMMIT")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -309,7 +340,11 @@ class SQLiteDatabase(Database):
         return isinstance(exc, sqlite3.IntegrityError)
 
     def close(self) -> None:
-        """Nothing to release: connections live only for one transaction."""
+        """Close the kept read connections (write connections live for one transaction)."""
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
 
 
 class PostgresDatabase(Database):

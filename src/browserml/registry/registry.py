@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import FormatError, InvalidNameError, NotFoundError, RegistryError
+from ..errors import FormatError, InvalidNameError, InvalidValueError, NotFoundError
 from ..settings import Settings, get_settings
 from ..tfjs.weights import stored_bytes
 from ..variants import Build, Variant, check_files, read_build
 from .blobs import BlobStore
 from .db import ChannelState, Database, open_database
+from .gc import Garbage, collect, publishing
 
 NAME = re.compile(r"[a-z0-9-]{1,64}")
 DEFAULT_CHANNEL = "stable"
@@ -99,7 +100,7 @@ class Registry:
         if channel is not None:
             check_name(channel, "channel")
         if version is not None and version < 1:
-            raise RegistryError(f"version must be a positive integer, got {version}")
+            raise InvalidValueError(f"version must be a positive integer, got {version}")
         build_dir = Path(build_dir)
         build = read_build(build_dir)
         validate_build(build_dir, build)
@@ -110,11 +111,12 @@ class Registry:
             "build": build.model_dump(by_alias=True),
             "manifest": _manifest_body(build, budget),
         }
-        for variant in build.variants:
-            for entry in variant.files:
-                self.blobs.put_file(build_dir / entry.path, entry.sha256)
-        number, channel = self.db.insert_version(name, version, json.dumps(release), channel,
-                                                 first_channel=DEFAULT_CHANNEL)
+        with publishing(self.blobs):  # gc waits: these blobs are referenced once we commit
+            for variant in build.variants:
+                for entry in variant.files:
+                    self.blobs.put_file(build_dir / entry.path, entry.sha256)
+            number, channel = self.db.insert_version(name, version, json.dumps(release), channel,
+                                                     first_channel=DEFAULT_CHANNEL)
         files = [entry for variant in build.variants for entry in variant.files]
         return Published(
             name=name,
@@ -130,7 +132,7 @@ class Registry:
         check_name(name)
         check_name(channel, "channel")
         if not 1 <= percent <= 100:
-            raise RegistryError(f"percent must be between 1 and 100, got {percent}")
+            raise InvalidValueError(f"percent must be between 1 and 100, got {percent}")
         return self.db.set_channel(name, channel, version, percent)
 
     def rollback(self, name: str, channel: str) -> ChannelState:
@@ -144,6 +146,11 @@ class Registry:
         """Delete a version that no channel serves (its blobs stay: others may share them)."""
         check_name(name)
         self.db.delete_version(name, version)
+
+    def gc(self, delete: bool = False) -> Garbage:
+        """Find (and with ``delete``, remove) blobs no version references and abandoned temp
+        and upload leftovers; in-flight publishes are waited for (:mod:`.gc`)."""
+        return collect(self.blobs, self.db, Path(self.settings.data_dir), delete)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -214,6 +221,16 @@ class Registry:
         row = self.db.get_version(check_name(name), version)
         body = json.loads(row.build)["manifest"]
         return {"name": name, "version": version, "channel": channel, **body}
+
+    def known_versions(self) -> dict[str, dict[int, frozenset[str]]]:
+        """Return ``{model: {version: variant names}}`` for every published version: what
+        telemetry may be about (:class:`browserml.telemetry.scope.Scope`)."""
+        known: dict[str, dict[int, frozenset[str]]] = {}
+        for row in self.db.list_versions():
+            manifest = json.loads(row.build)["manifest"]
+            names = [v["name"] for v in manifest["variants"]] + [v["name"] for v in manifest["not_offered"]]
+            known.setdefault(row.model, {})[row.version] = frozenset(names)
+        return known
 
     def _require_model(self, name: str) -> None:
         if not self.db.list_versions(name):
@@ -305,9 +322,11 @@ def _check_tfjs(build_dir: Path, variant: Variant) -> None:
         raise FormatError(f"{model_entry.path}: no 'weightsManifest' list")
     folder = PurePosixPath(model_entry.path).parent
     sizes = {PurePosixPath(e.path): e.bytes for e in variant.files if e.role == "weights"}
+    hashes = {PurePosixPath(e.path): e.sha256 for e in variant.files if e.role == "weights"}
     for index, group in enumerate(groups):
         where = f"{model_entry.path} weightsManifest[{index}]"
         shard_bytes = _group_shard_bytes(group, folder, sizes, where)
+        _check_group_hashes(group, folder, hashes, where)
         weight_bytes = sum(_weight_bytes(w, where) for w in group.get("weights", []))
         if weight_bytes != shard_bytes:
             raise FormatError(
@@ -329,6 +348,21 @@ def _group_shard_bytes(
             raise FormatError(f"{where}: shard {path!r} is not listed in variants.json")
         total += sizes[full]
     return total
+
+
+def _check_group_hashes(group: dict, folder: PurePosixPath, hashes: dict[PurePosixPath, str],
+                        where: str) -> None:
+    """When a group records its shards' sha256 (our writer does), they must be the files
+    ``variants.json`` lists: the SDK refuses a variant whose model.json disagrees."""
+    recorded = group.get("sha256")
+    if recorded is None:
+        return
+    if not isinstance(recorded, list) or len(recorded) != len(group["paths"]):
+        raise FormatError(f"{where}: 'sha256' must list one digest per path")
+    for path, digest in zip(group["paths"], recorded, strict=True):
+        if hashes.get(folder / str(path)) != digest:
+            raise FormatError(f"{where}: shard {path!r} is not the file model.json vouches for "
+                              "(sha256 differs); rebuild the variant")
 
 
 def _weight_bytes(weight: dict, where: str) -> int:

@@ -8,6 +8,7 @@ cross-cutting concerns — isolation headers and the CORS allowlist — and maps
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,10 +24,12 @@ from ..errors import (
     BrowserMLError,
     FormatError,
     InvalidNameError,
+    InvalidValueError,
     NotFoundError,
     RegistryError,
 )
 from ..registry import Registry
+from ..registry.gc import clean_leftovers
 from ..settings import Settings, get_settings
 from ..telemetry.store import open_store
 from . import blobs, models, pages
@@ -37,10 +40,13 @@ from .auth import admin_token
 from .blobs import BlobFastPathMiddleware
 from .headers import IsolationHeadersMiddleware
 
+log = logging.getLogger("browserml.server")
+
 # Most specific first: the first isinstance match decides the status.
 STATUS_BY_ERROR: tuple[tuple[type[BrowserMLError], int], ...] = (
     (NotFoundError, 404),
     (InvalidNameError, 400),
+    (InvalidValueError, 400),
     (FormatError, 422),
     (RegistryError, 409),
     (BrowserMLError, 400),
@@ -86,9 +92,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     registry = Registry(settings)
     token = admin_token(settings)
+    removed, freed = clean_leftovers(settings.data_dir)
+    if removed:
+        log.warning("removed %d leftovers of crashed publishes/uploads (%d bytes)", removed, freed)
     # Telemetry (issue 9): store opened here too, so a bad database fails before binding.
     metrics = metrics_surface.Metrics()
-    telemetry = telemetry_surface.TelemetryService(settings, open_store(settings), metrics)
+    telemetry = telemetry_surface.TelemetryService(settings, open_store(settings), metrics,
+                                                   known=registry.known_versions)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

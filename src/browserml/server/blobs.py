@@ -10,10 +10,18 @@ the disk.
 It is a raw ASGI app routed as ``/v1/blobs/{sha256}``, not an endpoint taking a ``Request`` object:
 this is the hottest path of the server, and the benchmark against nginx measures it. Each blob's
 ``stat`` is cached after the first request (safe: the file cannot change), so a 304 costs no I/O.
+
+The disk is not trusted blindly (issue 17): a blob's bytes are hashed when first read into memory
+(a bad file answers ``503`` and is logged, never served), a file deleted under the server answers
+``404`` (its cached stat is forgotten, so a restored file is served again without a restart), and a
+deleted ``.br``/``.gz`` copy is recreated from the blob.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -22,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import anyio
+import brotli
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -43,6 +52,15 @@ BLOB_HEADERS = {
     "vary": "Accept-Encoding",
 }
 _ENCODING_PREFERENCE = ("br", "gzip")
+log = logging.getLogger("browserml.server")
+
+
+class BlobUnavailable(Exception):
+    """A blob file is missing or its bytes do not hash to its name: answer 404/503, never it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -97,10 +115,33 @@ class BlobApp:
                 await send({"type": "http.response.body", "body": b""})
                 return
         response = self.respond(scope, sha256)
-        whole = scope["method"] == "GET" and _header(scope, b"range") is None
-        if whole and isinstance(response, BlobFileResponse):
-            response = await self._memory.response(response)
+        if isinstance(response, BlobFileResponse):
+            try:
+                response = await self._checked(scope, sha256, response)
+            except BlobUnavailable as exc:
+                response = JSONResponse({"error": str(exc)}, exc.status)
         await response(scope, receive, send)
+
+    async def _checked(self, scope: Scope, sha256: str, response: BlobFileResponse) -> Response:
+        """Given the file response chosen for a request, return it (or its bytes from memory)
+        once the file is known to exist, and to hash to ``sha256`` when read into memory; raise
+        BlobUnavailable otherwise. A missing compressed copy is recreated and the request
+        answered from the blob itself."""
+        encoding = response.headers.get("content-encoding")
+        whole = scope["method"] == "GET" and _header(scope, b"range") is None
+        try:
+            if whole:
+                return await self._memory.response(response, sha256, encoding)
+            await anyio.to_thread.run_sync(os.stat, response.path)
+            return response
+        except FileNotFoundError:
+            self._representations.cache_clear()
+            if encoding is None:
+                raise BlobUnavailable(404, f"no blob {sha256}") from None
+            log.warning("blob %s: its %s copy is missing; recreating it", sha256, encoding)
+            await anyio.to_thread.run_sync(self.store.recompress, sha256)
+            return self.respond({**scope, "headers": [h for h in scope["headers"]
+                                                      if h[0] != b"accept-encoding"]}, sha256)
 
     def known(self, sha256: str) -> bool:
         """Return True when the store has ``sha256`` (cached after the first look)."""
@@ -148,15 +189,18 @@ class MemoryCache:
         self._items: OrderedDict[Path, bytes] = OrderedDict()
         self._total = 0
 
-    async def response(self, file: BlobFileResponse) -> Response:
-        """Given a file response, return the same response with the body from memory (or the
-        file response itself when the file is too large to cache)."""
+    async def response(self, file: BlobFileResponse, sha256: str, encoding: str | None) -> Response:
+        """Given a file response for ``sha256`` (content-coded ``encoding`` or identity), return
+        the same response with the body from memory (or the file response itself when the file
+        is too large to cache). Bytes read from disk are checked against ``sha256`` first:
+        raise BlobUnavailable (503) when they do not match, FileNotFoundError when gone."""
         size = file.stat_result.st_size
         if size > self.budget // 4:
+            await anyio.to_thread.run_sync(os.stat, file.path)  # gone: FileNotFoundError, not a 500
             return file
         body = self._items.get(file.path)
         if body is None:
-            body = await anyio.to_thread.run_sync(Path(file.path).read_bytes)
+            body = await anyio.to_thread.run_sync(_read_verified, Path(file.path), sha256, encoding)
             self._add(Path(file.path), body)
         else:
             self._items.move_to_end(file.path)
@@ -170,6 +214,24 @@ class MemoryCache:
         while self._total > self.budget:
             _, evicted = self._items.popitem(last=False)
             self._total -= len(evicted)
+
+
+def _read_verified(path: Path, sha256: str, encoding: str | None) -> bytes:
+    """Read a blob file; raise BlobUnavailable (503) unless its content hashes to ``sha256``."""
+    body = path.read_bytes()
+    content = body
+    try:
+        if encoding == "br":
+            content = brotli.decompress(body)
+        elif encoding == "gzip":
+            content = gzip.decompress(body)
+    except (brotli.error, OSError, EOFError):
+        content = b""
+    if hashlib.sha256(content).hexdigest() != sha256:
+        log.error("blob %s (%s) does not match its hash: corrupted on disk; republish it", path,
+                  encoding or "identity")
+        raise BlobUnavailable(503, f"blob {sha256} failed its integrity check on the server")
+    return body
 
 
 class BlobFastPathMiddleware:

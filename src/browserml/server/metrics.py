@@ -70,6 +70,11 @@ class Metrics:
             "browserml_telemetry_events_dropped", "Telemetry events refused one by one (schema).",
             registry=r,
         )
+        self.events_unknown = Counter(
+            "browserml_telemetry_events_unknown",
+            "Telemetry events dropped because the registry does not know their model or version, "
+            "by model ('(unknown)' for every name the registry does not have).", ["model"], registry=r,
+        )
         self.batches = Counter(
             "browserml_telemetry_batches", "Telemetry batches by outcome.", ["outcome"], registry=r
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import RegistryError
+from ..errors import InvalidValueError
 from ..registry import Registry, check_name
+from ..registry.gc import hold
 from ..registry.registry import DEFAULT_CHANNEL, check_relative_path
 from .auth import admin
 
@@ -113,11 +115,15 @@ async def upload(request: Request) -> Response:
     uploads = Path(request.app.state.settings.data_dir) / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     build_dir = Path(tempfile.mkdtemp(dir=uploads, prefix=f"{name}-"))
+    held = os.open(build_dir, os.O_RDONLY)
+    hold(held)  # in use: leftovers of dead uploads are removed at start (registry/gc.py)
     try:
         await _save_parts(request, build_dir)
         published = await run_in_threadpool(_registry(request).publish, build_dir, name, version, channel)
+        request.app.state.telemetry.forget_scope()
     finally:
         await run_in_threadpool(shutil.rmtree, build_dir, True)
+        os.close(held)
     return JSONResponse({"name": name, "version": published.version}, status_code=201)
 
 
@@ -139,7 +145,7 @@ async def _save_parts(request: Request, build_dir: Path) -> None:
     async with request.form(max_files=10_000, max_fields=10) as form:
         for field, value in form.multi_items():
             if not isinstance(value, UploadFile):
-                raise RegistryError(f"form field {field!r} is not a file; send the build's files")
+                raise InvalidValueError(f"form field {field!r} is not a file; send the build's files")
             target = build_dir / check_relative_path(field, "upload")
             target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("wb") as handle:
@@ -173,6 +179,7 @@ async def delete_version(request: Request) -> Response:
     name = request.path_params["name"]
     version = _int_param(request.path_params["version"], "version", required=True)
     await run_in_threadpool(_registry(request).delete, name, version)
+    request.app.state.telemetry.forget_scope()
     return Response(status_code=204)
 
 
@@ -189,22 +196,29 @@ async def _json_object(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
-        raise RegistryError("request body must be a JSON object") from None
+        raise InvalidValueError("request body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise RegistryError("request body must be a JSON object")
+        raise InvalidValueError("request body must be a JSON object")
     return body
 
 
+MAX_INT = 2**31 - 1
+
+
 def _int_param(value: Any, what: str, required: bool = False) -> int | None:
-    """Given a query/body value, return it as an int (None when absent and optional)."""
+    """Given a query/body value, return it as an int in [0, 2^31) (None when absent and
+    optional). Only a JSON integer or a string of ASCII digits is one: ``1.9``, ``true``,
+    ``"²"`` or ``2^63`` raise InvalidValueError (400) instead of being rounded or overflowing."""
     if value is None and not required:
         return None
-    if isinstance(value, bool):
-        value = None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise RegistryError(f"{what} must be an integer, got {value!r}") from None
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        number = int(value)
+    if number is None or not 0 <= number <= MAX_INT:
+        raise InvalidValueError(f"{what} must be an integer from 0 to {MAX_INT}, got {str(value)[:40]!r}")
+    return number
 
 
 def routes() -> list[Route]:

@@ -16,6 +16,7 @@ import uvicorn
 from ..settings import Settings
 from .app import create_app
 from .auth import token_path
+from .protocol import Limits, check_file_limit, guarded_protocol
 from .revalidation import revalidating_protocol
 
 
@@ -30,6 +31,7 @@ def serve(
 
     ``proxy_headers`` trusts X-Forwarded-* from 127.0.0.1; leave it off unless a reverse proxy on
     this host fronts the server (it adds a middleware layer to every request)."""
+    check_file_limit(settings.max_connections)
     app = create_app(settings)
     where = f"{token_path(settings.data_dir)} (mode 0600)"
     if settings.admin_token:
@@ -40,7 +42,8 @@ def serve(
         host=host or settings.host,
         port=settings.port if port is None else port,
         loop="uvloop",
-        http=http_protocol(app),
+        http=http_protocol(app, settings),
+        timeout_keep_alive=int(max(1, settings.keepalive_timeout_s)),
         access_log=access_log,
         proxy_headers=proxy_headers,
         server_header=False,
@@ -48,13 +51,15 @@ def serve(
     )
 
 
-def http_protocol(app: object) -> type | str:
-    """Given the app, return uvicorn's ``http=``: httptools with blob revalidations answered in
-    the protocol (:mod:`.revalidation`) when the app has the blob fast path, else plain httptools."""
+def http_protocol(app: object, settings: Settings) -> type:
+    """Given the app and settings, return uvicorn's ``http=``: httptools with the connection
+    limits of :mod:`.protocol`, and blob revalidations answered in the protocol
+    (:mod:`.revalidation`) when the app has the blob fast path."""
+    limits = Limits(settings.max_header_bytes, settings.header_timeout_s, settings.max_connections)
     front = getattr(app, "front", None)
     if front is None:
-        return "httptools"
-    return revalidating_protocol(front.blobs, front.count)
+        return guarded_protocol(limits)
+    return guarded_protocol(limits, revalidating_protocol(front.blobs, front.count))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -94,10 +99,12 @@ def start_in_thread(settings: Settings, timeout_s: float = 15) -> BackgroundServ
     """Given settings, start ``create_app(settings)`` on a free loopback port (uvloop +
     httptools, as :func:`serve` does) and return once it accepts connections."""
     port = free_port()
+    check_file_limit(settings.max_connections)
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop",
-                            http=http_protocol(app), log_level="warning", lifespan="on",
-                            access_log=False, server_header=False)
+                            http=http_protocol(app, settings), log_level="warning", lifespan="on",
+                            access_log=False, server_header=False,
+                            timeout_keep_alive=int(max(1, settings.keepalive_timeout_s)))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -1,7 +1,8 @@
 """``GET /v1/stats`` and the dashboard's time series, read from the telemetry rollups.
 
 * ``GET /v1/stats?model=<name>&since=<when>&until=<when>&group_by=engine|backend|device|variant|version``
-  -> ``{"model", "since", "until", "group_by", "cost_per_1000", "total": {...}, "groups": [{"key", ...}]}``
+  -> ``{"model", "since", "until", "group_by", "cost_per_1000", "clients", "addresses", "total": {...},
+  "groups": [{"key", ...}]}`` (``clients``/``addresses``: distinct senders in the window)
   where each summary holds count, events by type, predictions, ``latency_ms`` p50/p95/p99/mean,
   ``init_ms`` and ``warmup_ms`` (mean, max), ``error_rate``, ``fallback_rate``, ``memory`` and the
   estimated ``savings`` against server inference at ``settings.server_cost_per_1000``.
@@ -33,7 +34,9 @@ from ..telemetry.stats import DAY, GROUP_BY, HOUR, MINUTE, summarise
 from ..telemetry.store import TelemetryStore
 from .auth import is_authorized, unauthorized
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+DURATION = re.compile(r"^(\d{1,12}(?:\.\d{1,6})?)(s|m|h|d)$", re.ASCII)
+# The times a window may name: the epoch to the end of year 9999 (what datetime can print).
+MAX_WHEN_MS = 253_402_300_799_999
 UNIT_MS = {"s": 1000, "m": MINUTE, "h": HOUR, "d": DAY}
 STEPS = {"minute": MINUTE, "hour": HOUR, "day": DAY}
 MODEL = re.compile(r"^[a-z0-9-]{1,64}$")
@@ -41,24 +44,29 @@ MAX_POINTS = 2000
 
 
 def parse_when(value: str | None, default_ms: int, now_ms: int, what: str) -> int:
-    """Given a ``since``/``until`` value, return epoch ms; raise TelemetryError naming the forms."""
+    """Given a ``since``/``until`` value, return epoch ms, clamped to [0, year 9999]; raise
+    TelemetryError naming the forms for anything else (``²``, ``1e999``, 30-digit numbers)."""
     if value is None or value == "":
         return default_ms
     value = value.strip()
     match = DURATION.match(value)
     if match:
-        return now_ms - int(float(match.group(1)) * UNIT_MS[match.group(2)])
-    if value.isdigit():
-        return int(value)
+        return _clamp(now_ms - int(float(match.group(1)) * UNIT_MS[match.group(2)]))
+    if value.isascii() and value.isdigit() and len(value) <= 15:
+        return _clamp(int(value))
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return _clamp(int(moment.timestamp() * 1000))
+    except (ValueError, OverflowError):
         raise TelemetryError(
-            f"{what} must be a duration (15m, 6h, 30d), an ISO-8601 time or epoch ms; got {value!r}"
+            f"{what} must be a duration (15m, 6h, 30d), an ISO-8601 time or epoch ms; got {value[:40]!r}"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+
+
+def _clamp(ms: int) -> int:
+    return min(max(ms, 0), MAX_WHEN_MS)
 
 
 def _iso(ms: int) -> str:
@@ -101,9 +109,13 @@ async def stats(request: Request) -> Response:
     model, since, until, group_by = _query(request)
     cost = request.app.state.settings.server_cost_per_1000
     groups, total = await run_in_threadpool(_store(request).summary, model, since, until, group_by)
+    clients, addresses = await run_in_threadpool(_store(request).clients, model, since, until)
     body = {
         "model": model, "since": _iso(since), "until": _iso(until), "group_by": group_by,
         "cost_per_1000": cost,
+        # How many distinct clients and addresses the counts come from (issue 17): a figure
+        # from few of them is one a single forger could have made.
+        "clients": clients, "addresses": addresses,
         "total": summarise(total, cost),
         "groups": [{"key": _key(key), **summarise(values, cost)} for key, values in groups]
         if group_by else [],

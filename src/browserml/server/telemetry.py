@@ -15,8 +15,14 @@ Contract (what the SDK's HTTP sink relies on):
   same 200 with ``"duplicate": true``, so a client retrying after a lost answer loses nothing and
   counts nothing twice.
 * ``400 {"error": ...}`` malformed JSON or not an array; ``413`` too many bytes or events;
-  ``429`` with ``Retry-After`` when the client (by address) exceeds its token bucket of
-  ``telemetry_rate`` events/s, ``telemetry_burst`` deep; ``503`` when the database fails (retry).
+  ``429`` with ``Retry-After`` when the client exceeds its token bucket (``?client=<id>``, the SDK's
+  random client id: ``telemetry_client_rate`` events/s, ``telemetry_client_burst`` deep) or its
+  address exceeds the per-address ceiling (``telemetry_rate``, ``telemetry_burst``), so browsers
+  behind one proxy no longer share one bucket; ``503`` when the database fails (retry).
+* Events about models or versions the registry does not know are dropped and counted
+  (``unknown`` in the answer, ``browserml_telemetry_events_unknown{model}``), and unknown label
+  values are rolled up as ``other`` (:mod:`..telemetry.scope`); each batch records which client
+  and address (hashed) sent it, so stats can say how many distinct clients an event count is from.
 
 Validation, the fold into rollup deltas and the encoding of what is stored run in validator
 processes (``settings.telemetry_validators``, :mod:`..telemetry.batch`): they are ~80 % of ingest's
@@ -36,15 +42,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import multiprocessing
 import os
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -53,6 +61,7 @@ from starlette.routing import Route
 from ..settings import Settings
 from ..telemetry.batch import Prepared, Received, exit_with_parent, receive
 from ..telemetry.schema import BatchShapeError
+from ..telemetry.scope import Scope
 from ..telemetry.store import TelemetryStore
 from .metrics import Metrics
 
@@ -61,6 +70,16 @@ log = logging.getLogger("browserml.telemetry")
 ACCEPTED_TYPES = ("", "application/json", "text/plain")
 # ``?batch=<key>``: the SDK's idempotency key for one batch (a UUID); retries reuse it (issue 20).
 BATCH_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+class Buckets(Protocol):
+    """Token buckets by key: the one operation a limiter needs, so their state can live in this
+    process (:class:`RateLimiter`) or be shared by several servers (e.g. in PostgreSQL)."""
+
+    def take(self, key: str, cost: float, now: float | None = None) -> float:
+        """Take ``cost`` tokens from ``key``'s bucket and return 0, or return the seconds until
+        they would be there (taking nothing)."""
 
 
 class RateLimiter:
@@ -94,36 +113,84 @@ class RateLimiter:
         return (min(cost, self.burst) - bucket[0]) / self.rate
 
 
-class TelemetryService:
-    """The ingest side of the server: store, writer pool, rate limiter, metrics, retention."""
+class TelemetryLimiter:
+    """Per-client buckets within a per-address ceiling (issue 17).
 
-    def __init__(self, settings: Settings, store: TelemetryStore, metrics: Metrics) -> None:
+    A batch with a client id first takes from that client's bucket (so one noisy page cannot
+    use up what the other browsers behind the same proxy or NAT may send), then from its
+    address's; a batch without one only from its address's. Both are :class:`Buckets`."""
+
+    def __init__(self, clients: Buckets, addresses: Buckets, enabled: bool = True) -> None:
+        self.clients, self.addresses, self.enabled = clients, addresses, enabled
+
+    def take(self, address: str, client: str | None, cost: float) -> float:
+        """Given who sends and how many events, return 0 (taken) or the seconds to wait."""
+        if not self.enabled:
+            return 0.0
+        if client is not None:
+            wait = self.clients.take(client, cost)
+            if wait:
+                return wait
+        return self.addresses.take(address, cost)
+
+
+class TelemetryService:
+    """The ingest side of the server: store, writer pool, rate limiter, metrics, retention, and
+    the registry's models (:class:`..telemetry.scope.Scope`) that events must be about."""
+
+    def __init__(self, settings: Settings, store: TelemetryStore, metrics: Metrics,
+                 known: Callable[[], Mapping[str, Mapping[int, frozenset[str]]]] | None = None) -> None:
         self.settings, self.store, self.metrics = settings, store, metrics
         self.writer = ThreadPoolExecutor(max_workers=store.writers, thread_name_prefix="telemetry-writer")
-        self.limiter = RateLimiter(settings.telemetry_rate, settings.telemetry_burst)
+        self.limiter = TelemetryLimiter(
+            RateLimiter(settings.telemetry_client_rate, settings.telemetry_client_burst),
+            RateLimiter(settings.telemetry_rate, settings.telemetry_burst),
+            enabled=settings.telemetry_rate > 0,
+        )
+        self._known = known
+        self._scope: Scope | None = None
+        self._scope_at = 0.0
+        self._scope_lock = asyncio.Lock()
         self._retention: asyncio.Task[None] | None = None
         self._queue: list[tuple[Prepared, asyncio.Future[bool]]] = []
         self._flushers = 0
         self.validators = _validator_pool(settings.telemetry_validators)
 
+    def forget_scope(self) -> None:
+        """The registry changed (a publish or delete through this server): re-read it next time."""
+        self._scope_at = 0.0
+
+    async def scope(self) -> Scope | None:
+        """Return the registry's models as of at most ``telemetry_scope_refresh_s`` ago (None
+        when the service has no registry: tests of the store alone)."""
+        if self._known is None:
+            return None
+        if time.monotonic() - self._scope_at > self.settings.telemetry_scope_refresh_s:
+            async with self._scope_lock:
+                if time.monotonic() - self._scope_at > self.settings.telemetry_scope_refresh_s:
+                    known = await asyncio.get_running_loop().run_in_executor(None, self._known)
+                    self._scope, self._scope_at = Scope(known), time.monotonic()
+        return self._scope
+
     async def receive(self, body: bytes, received_ms: int) -> Received:
-        """Validate, fold and encode one body (:func:`..telemetry.batch.receive`) in a validator
-        process when there are some, else here. A validator that died is replaced, and the body
-        is handled here meanwhile: a crash costs time, never a batch."""
+        """Validate, screen, fold and encode one body (:func:`..telemetry.batch.receive`) in a
+        validator process when there are some, else here. A validator that died is replaced, and
+        the body is handled here meanwhile: a crash costs time, never a batch."""
         max_events = self.settings.telemetry_max_events
+        scope = await self.scope()
         pool = self.validators
         if pool is None:
-            return receive(body, max_events, received_ms)
+            return receive(body, max_events, received_ms, scope)
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                pool, receive, body, max_events, received_ms)
+                pool, receive, body, max_events, received_ms, scope)
         except BrokenProcessPool:
             log.warning("a telemetry validator process died; starting a new pool")
             if self.validators is pool:
                 self.metrics.validator_restarts.inc()
                 pool.shutdown(wait=False, cancel_futures=True)
                 self.validators = _validator_pool(self.settings.telemetry_validators)
-            return receive(body, max_events, received_ms)
+            return receive(body, max_events, received_ms, scope)
 
     async def store_batch(self, batch: Prepared) -> bool:
         """Queue one prepared batch for the next group commit; return once it is committed:
@@ -219,9 +286,12 @@ async def ingest(request: Request) -> Response:
     """``POST /v1/telemetry``: validate, store durably, then answer (see the module contract)."""
     service: TelemetryService = request.app.state.telemetry
     settings, metrics = service.settings, service.metrics
-    client = request.client.host if request.client else "unknown"
+    address = request.client.host if request.client else "unknown"
+    client = request.query_params.get("client")
+    if client is not None and CLIENT_ID.fullmatch(client) is None:
+        client = None
 
-    wait = service.limiter.take(client, 1)
+    wait = service.limiter.take(address, client, 1)
     if wait:
         return _limited(metrics, wait)
     key = request.query_params.get("batch")
@@ -259,7 +329,12 @@ async def ingest(request: Request) -> Response:
     batch = received.batch
     accepted = batch.n if batch else 0
     metrics.events_dropped.inc(received.dropped)
+    unknown = sum(received.unknown.values())
+    for model, n in received.unknown.items():
+        metrics.events_unknown.labels(model).inc(n)
     report = {"accepted": accepted, "dropped": received.dropped, "errors": received.errors}
+    if unknown:
+        report["unknown"] = unknown
     if batch is None:
         if not received.dropped:
             metrics.batches.labels("stored").inc()
@@ -267,12 +342,14 @@ async def ingest(request: Request) -> Response:
         metrics.batches.labels("all_dropped").inc()
         return JSONResponse({"error": "no valid event in the batch", **report}, status_code=400)
     if accepted > 1:
-        wait = service.limiter.take(client, accepted - 1)
+        wait = service.limiter.take(address, client, accepted - 1)
         if wait:
             return _limited(metrics, wait)
+    source = hashlib.sha256(address.encode()).hexdigest()[:16]
+    batch = dataclasses.replace(batch, client=client or f"@{source}", source=source, key=key)
     started = time.perf_counter()
     try:
-        fresh = await service.store_batch(dataclasses.replace(batch, key=key) if key else batch)
+        fresh = await service.store_batch(batch)
     except Exception:
         metrics.db_errors.labels("ingest").inc()
         metrics.batches.labels("db_error").inc()

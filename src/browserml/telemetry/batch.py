@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .schema import Event, encode_events, validate_batch
-from .stats import fold
+from .scope import Scope, relabel, screen_events
+from .stats import fold, merge_into
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Prepared:
     n: int
     events_json: str
     minutes: dict[tuple, list]
+    client: str = ""  # who sent it (client id, or the address's hash): see TelemetryStore.clients
+    source: str = ""  # the sender's address, hashed
     key: str | None = None  # the client's idempotency key (``?batch=``): stored at most once
 
 
@@ -42,15 +45,30 @@ class Received:
     batch: Prepared | None
     dropped: int
     errors: list[dict[str, Any]]
+    unknown: dict[str, int] = field(default_factory=dict)
 
 
-def receive(body: bytes, max_events: int, received_ms: int) -> Received:
-    """Given a request body, the event limit and the server's arrival time, return what to store
-    and what was dropped. Raises what :func:`.schema.validate_batch` raises for a body that is
-    refused as a whole (not a JSON array, too many events)."""
+def receive(body: bytes, max_events: int, received_ms: int, scope: Scope | None = None) -> Received:
+    """Given a request body, the event limit, the server's arrival time and (when given) the
+    registry's :class:`.scope.Scope`, return what to store and what was dropped: invalid events
+    in ``dropped``/``errors``, events about unknown models or versions in ``unknown`` (by model).
+    Raises what :func:`.schema.validate_batch` raises for a body that is refused as a whole (not
+    a JSON array, too many events)."""
     checked = validate_batch(body, max_events)
-    batch = prepare(checked.events, received_ms) if checked.events else None
-    return Received(batch, checked.dropped, checked.errors)
+    events, unknown = checked.events, {}
+    if not events:
+        return Received(None, checked.dropped, checked.errors)
+    minutes = fold(events, received_ms)
+    if scope is not None:
+        # Known models and versions are decided on the fold's few keys; only a batch that has
+        # unknown ones is filtered event by event (and folded again).
+        if not all(scope.allows({"model": k[0], "version": k[3]}) for k in minutes):  # type: ignore[typeddict-item]
+            screened = screen_events(events, scope)
+            events, unknown = screened.events, screened.unknown
+            minutes = fold(events, received_ms)
+        minutes = relabel(minutes, scope, merge_into)
+    batch = Prepared(received_ms, len(events), encode_events(events), minutes) if events else None
+    return Received(batch, checked.dropped, checked.errors, unknown)
 
 
 def prepare(events: list[Event], received_ms: int) -> Prepared:

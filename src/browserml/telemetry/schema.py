@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from pydantic.types import StringConstraints
+from pydantic_core import PydanticSerializationError
 from typing_extensions import TypedDict
 
 EVENT_TYPES = ("init", "load", "predict", "error", "fallback", "memory")
@@ -117,16 +118,32 @@ def validate_batch(body: bytes, max_events: int) -> Validated:
 
 def encode_events(events: list[Event]) -> str:
     """Given validated events, return the compact JSON array that is stored (the same adapter
-    that validated them, so pydantic's Rust serializer; over-long reasons are already cut)."""
-    return _BATCH.dump_json(events).decode()
+    that validated them, so pydantic's Rust serializer; over-long reasons are already cut).
+
+    Lone surrogates (valid in a JSON string, not in UTF-8) are replaced with U+FFFD, in place."""
+    try:
+        return _BATCH.dump_json(events).decode()
+    except PydanticSerializationError:
+        for event in events:
+            for key, value in event.items():
+                if isinstance(value, str):
+                    event[key] = well_formed(value)  # type: ignore[literal-required]
+        return _BATCH.dump_json(events).decode()
+
+
+def well_formed(text: str) -> str:
+    """Given a string, return it with every lone UTF-16 surrogate replaced by U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _validate_each(body: bytes, max_events: int) -> Validated:
     """Slow path: parse, check the shape, then validate event by event."""
     try:
-        items = json.loads(body)
+        items = json.loads(body, parse_int=_bounded_int)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BatchShapeError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BatchShapeError("malformed JSON: nested too deep; events are flat objects") from None
     if not isinstance(items, list):
         raise BatchShapeError(f"body must be a JSON array of events, got {type(items).__name__}")
     if len(items) > max_events:
@@ -140,6 +157,13 @@ def _validate_each(body: bytes, max_events: int) -> Validated:
             if len(result.errors) < MAX_ERRORS_REPORTED:
                 result.errors.append({"index": index, "error": _describe(exc)})
     return result
+
+
+def _bounded_int(digits: str) -> int | str:
+    """JSON integer parser: no field of ours needs more than 20 digits, so a longer one is left
+    as its text (which then fails its event's validation) instead of Python's int() refusing it
+    and the whole batch with it."""
+    return int(digits) if len(digits) <= 20 else digits
 
 
 def _describe(exc: ValidationError) -> str:

@@ -85,6 +85,14 @@ INSERT_KEYED = (
     "ON CONFLICT (batch_key) DO NOTHING RETURNING id"
 )
 KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS telemetry_batches_key ON telemetry_batches (batch_key)"
+INSERT_CLIENT = ("INSERT INTO telemetry_clients (model, start, client, source) VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT DO NOTHING")
+# Who sent telemetry for a model in a minute: one row per (model, minute, client), so a window's
+# distinct clients and addresses are exact (issue 17: a dashboard shows how many clients an
+# event count comes from, and a decision can require many of them).
+CLIENTS_TABLE = """CREATE TABLE IF NOT EXISTS telemetry_clients (
+    model TEXT NOT NULL, start {big} NOT NULL, client TEXT NOT NULL, source TEXT NOT NULL,
+    PRIMARY KEY (model, start, client))"""
 SQLITE_FILE = "telemetry.sqlite3"
 
 
@@ -197,9 +205,10 @@ class TelemetryStore(ABC):
     writers = 1
 
     @abstractmethod
-    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]]) -> None:
-        """Insert raw batches ``(received_ms, n, events JSON)`` and upsert rollups in one
-        transaction; return after the commit."""
+    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]],
+               clients: Sequence[tuple[str, int, str, str]] = ()) -> None:
+        """Insert raw batches ``(received_ms, n, events JSON)``, upsert rollups and record
+        ``(model, minute, client, source)`` rows in one transaction; return after the commit."""
 
     @abstractmethod
     @contextmanager
@@ -244,19 +253,21 @@ class TelemetryStore(ABC):
         return [True] * len(batches)
 
     def _keyed_rollups(self, run: Any, plain: list[Prepared], keyed: list[Prepared]) -> tuple[
-        dict[int, bool], list[tuple[Any, ...]]
+        dict[int, bool], list[tuple[Any, ...]], list[tuple[str, int, str, str]]
     ]:
         """Inside a write transaction: insert ``keyed`` (sorted by key, so two instances lock keys
-        in one order) with ``run``; return which were new and the rollup rows of the new and the
-        ``plain`` batches (a duplicate must not count twice in the rollups either)."""
+        in one order) with ``run``; return which were new, and the rollup and client rows of the
+        new and the ``plain`` batches (a duplicate must not count twice in the rollups either)."""
         fresh: dict[int, bool] = {}
         sql = self._sql(INSERT_KEYED)
         for b in keyed:
             fresh[id(b)] = bool(run(sql, (b.received_ms, b.n, b.events_json, b.key)).fetchall())
         minutes: dict[tuple, list] = {}
+        clients: set[tuple[str, int, str, str]] = set()
         for b in [*plain, *(b for b in keyed if fresh[id(b)])]:
             merge_minutes(minutes, b.minutes)
-        return fresh, coarser(minutes)
+            clients.update(_client_rows(b))
+        return fresh, coarser(minutes), sorted(clients)
 
     @abstractmethod
     def _write_keyed(self, plain: list[Prepared], keyed: list[Prepared]) -> dict[int, bool]:
@@ -269,9 +280,22 @@ class TelemetryStore(ABC):
         if not batches:
             return
         minutes: dict[tuple, list] = {}
+        clients: set[tuple[str, int, str, str]] = set()
         for batch in batches:
             merge_minutes(minutes, batch.minutes)
-        self._write([(b.received_ms, b.n, b.events_json) for b in batches], coarser(minutes))
+            clients.update(_client_rows(batch))
+        self._write([(b.received_ms, b.n, b.events_json) for b in batches], coarser(minutes),
+                    sorted(clients))
+
+    def clients(self, model: str, since_ms: int, until_ms: int) -> tuple[int, int]:
+        """Given a model and window, return (distinct clients, distinct addresses) that sent
+        accepted telemetry about it (minute resolution)."""
+        lo = since_ms - since_ms % MINUTE
+        sql = ("SELECT COUNT(DISTINCT client), COUNT(DISTINCT source) FROM telemetry_clients "
+               "WHERE model = ? AND start >= ? AND start < ?")
+        with self._read() as conn:
+            row = conn.execute(self._sql(sql), (model, lo, until_ms)).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -369,7 +393,19 @@ class TelemetryStore(ABC):
                     (model, MINUTE, min(rollup_cutoff, oldest + HOUR)),
                 )
                 deleted += max(cursor.rowcount, 0)
+                cursor = run(
+                    self._sql("DELETE FROM telemetry_clients WHERE model = ? AND start < ?"),
+                    (model, min(rollup_cutoff, oldest + HOUR)),
+                )
+                deleted += max(cursor.rowcount, 0)
         return deleted
+
+
+def _client_rows(batch: Prepared) -> list[tuple[str, int, str, str]]:
+    """The ``telemetry_clients`` rows of one batch: (model, minute, client, source) per minute."""
+    if not batch.client:
+        return []
+    return [(key[0], key[2], batch.client, batch.source) for key in batch.minutes]
 
 
 def _group_column(group_by: str | None) -> str:
@@ -405,22 +441,27 @@ class SQLiteTelemetryStore(TelemetryStore):
             run(KEY_INDEX, ())
             run(_events_view(postgres=False), ())
             run(_rollups_table("REAL", "INTEGER"), ())
+            run(CLIENTS_TABLE.format(big="INTEGER"), ())
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         with self._lock, sqlite_write(self._writer) as conn:
             yield conn.execute
 
-    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]]) -> None:
+    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]],
+               clients: Sequence[tuple[str, int, str, str]] = ()) -> None:
         with self._lock, sqlite_write(self._writer) as conn:
             conn.executemany(INSERT_BATCH, batches)
             conn.executemany(self._upsert, rollups)
+            if clients:
+                conn.executemany(INSERT_CLIENT, clients)
 
     def _write_keyed(self, plain: list[Prepared], keyed: list[Prepared]) -> dict[int, bool]:
         with self._lock, sqlite_write(self._writer) as conn:
-            fresh, rollups = self._keyed_rollups(conn.execute, plain, keyed)
+            fresh, rollups, clients = self._keyed_rollups(conn.execute, plain, keyed)
             conn.executemany(INSERT_BATCH, [(b.received_ms, b.n, b.events_json) for b in plain])
             conn.executemany(self._upsert, rollups)
+            conn.executemany(INSERT_CLIENT, clients)
         return fresh
 
     @contextmanager
@@ -454,23 +495,29 @@ class PostgresTelemetryStore(TelemetryStore):
             run(KEY_INDEX, ())
             run(_events_view(postgres=True), ())
             run(_rollups_table("DOUBLE PRECISION", "BIGINT"), ())
+            run(CLIENTS_TABLE.format(big="BIGINT"), ())
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         with self.pool.connection() as conn, conn.transaction():
             yield conn.execute
 
-    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]]) -> None:
+    def _write(self, batches: list[tuple[int, int, str]], rollups: list[tuple[Any, ...]],
+               clients: Sequence[tuple[str, int, str, str]] = ()) -> None:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(self._sql(INSERT_BATCH), batches)
             cur.executemany(self._upsert, rollups)
+            if clients:
+                cur.executemany(self._sql(INSERT_CLIENT), clients)
 
     def _write_keyed(self, plain: list[Prepared], keyed: list[Prepared]) -> dict[int, bool]:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            fresh, rollups = self._keyed_rollups(cur.execute, plain, keyed)
+            fresh, rollups, clients = self._keyed_rollups(cur.execute, plain, keyed)
             if plain:
                 cur.executemany(self._sql(INSERT_BATCH), [(b.received_ms, b.n, b.events_json) for b in plain])
             cur.executemany(self._upsert, rollups)
+            if clients:
+                cur.executemany(self._sql(INSERT_CLIENT), clients)
         return fresh
 
     @contextmanager

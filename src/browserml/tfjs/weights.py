@@ -5,10 +5,15 @@ Format (``tfjs-core/src/io/types.ts``): ``weightsManifest`` is a list of groups;
 ``quantization``), laid out back to back in that byte stream, little-endian. Quantized weights carry
 ``{"dtype": "uint8" | "float16", "min", "scale", "original_dtype"}``; TF.js dequantizes uint8 as
 ``q * scale + min`` at load, so uint8 shrinks the download, not the inference cost.
+
+Each group we write also carries ``"sha256"``: the hex digest of each shard, in ``paths`` order (a
+key TF.js ignores). ``model.json`` is itself content-addressed in the manifest, so it vouches for
+its shards: a client that checks them loads only a whole, self-consistent variant (issue 17).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,14 +96,17 @@ def shard_names(count: int, group: int = 1) -> list[str]:
 
 def write_shards(out_dir: Path, encoded: Iterable[Encoded], shard_bytes: int) -> dict:
     """Write the weights as one group of shards of at most ``shard_bytes``; return the group's
-    manifest entry ``{"paths": [...], "weights": [...]}``."""
+    manifest entry ``{"paths": [...], "weights": [...], "sha256": [...]}``."""
     encoded = list(encoded)
     stream = b"".join(item.data for item in encoded)
     count = max(1, -(-len(stream) // shard_bytes))
     paths = shard_names(count)
+    digests = []
     for index, path in enumerate(paths):
-        (out_dir / path).write_bytes(stream[index * shard_bytes : (index + 1) * shard_bytes])
-    return {"paths": paths, "weights": [item.spec for item in encoded]}
+        shard = stream[index * shard_bytes : (index + 1) * shard_bytes]
+        (out_dir / path).write_bytes(shard)
+        digests.append(hashlib.sha256(shard).hexdigest())
+    return {"paths": paths, "weights": [item.spec for item in encoded], "sha256": digests}
 
 
 def stored_bytes(spec: dict) -> int:
