@@ -180,6 +180,7 @@ def ingest_run(count: int, seconds: float, connections: int) -> dict[str, Any]:
                         "--seconds", str(length), "--connections", str(max(1, connections // procs))]
 
             subprocess.run(generator(2), capture_output=True, check=True, timeout=120)  # warm-up
+            groups["postgres"] = pids_named("postgres")  # the backends the warm-up opened too
             before, started, machine_before = snapshot(groups), time.monotonic(), machine_cpu()
             running = [subprocess.Popen(generator(seconds), stdout=subprocess.PIPE, text=True)
                        for _ in range(procs)]
