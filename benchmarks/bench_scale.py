@@ -92,13 +92,15 @@ def loadgen_main(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------ CPU accounting
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, in seconds (0 when it is gone)."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """utime + stime of one process, in seconds (0 when it is gone); with ``reaped``, plus the
+    CPU of its children that have exited (PostgreSQL's short-lived backends, via the postmaster)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    own = int(fields[11]) + int(fields[12])
+    return (own + (int(fields[13]) + int(fields[14]) if reaped else 0)) / CLK_TCK
 
 
 def pids_named(name: str) -> list[int]:
@@ -126,8 +128,23 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def snapshot(groups: dict[str, list[int]]) -> dict[str, float]:
-    return {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+def snapshot(groups: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    """CPU seconds per process of each group; PostgreSQL's processes are listed afresh (backends
+    come and go) and its postmaster (the lowest pid) carries its exited backends' CPU."""
+    out = {}
+    for name, pids in groups.items():
+        if name == "postgres":
+            pids = sorted(pids_named("postgres"))
+            out[name] = {p: cpu_seconds(p, reaped=(i == 0)) for i, p in enumerate(pids)}
+        else:
+            out[name] = {p: cpu_seconds(p) for p in pids}
+    return out
+
+
+def used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds each group used between two snapshots (a process born in between: all of it)."""
+    return {name: round(sum(cpu - before[name].get(pid, 0.0) for pid, cpu in procs.items()), 2)
+            for name, procs in after.items()}
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -144,7 +161,7 @@ OPTIONS: dict[str, Any] = {"balancer": "nginx", "instance_cpus": None}
 
 
 @contextmanager
-def deployment(count: int, database_url: str, workdir: Path, **settings: object):
+def deployment(count: int, database_url: str, workdir: Path, publish: Any = None, **settings: object):
     """``count`` instances (pinned one core each) behind nginx, or addressed directly by the load
     generator (``--balancer direct``); yield (ports to send to, instances, CPU groups)."""
     cores = os.cpu_count() or 1
@@ -152,6 +169,8 @@ def deployment(count: int, database_url: str, workdir: Path, **settings: object)
                        **settings)
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
+    if publish is not None:
+        publish(data_dir, database_url)
     cpus = OPTIONS["instance_cpus"] or [str(i % cores) for i in range(count)]
     instances = start_instances(count, data_dir, env, [free_port() for _ in range(count)], cpus=cpus[:count])
     groups = {"instances": [i.process.pid for i in instances], "postgres": pids_named("postgres")}
@@ -169,9 +188,29 @@ def deployment(count: int, database_url: str, workdir: Path, **settings: object)
             instance.stop()
 
 
+def publish_digits(data_dir: Path, database_url: str, versions: tuple[int, ...] = (3, 4)) -> None:
+    """Publish the model and versions the load generator's batches name (telemetry for models the
+    registry does not have is answered ``unknown`` and stored nowhere)."""
+    from browserml.registry import Registry
+    from conftest import write_synthetic_build
+
+    with Registry(Settings(data_dir=data_dir, database_url=database_url)) as registry:
+        for version in versions:
+            registry.publish(write_synthetic_build(data_dir.parent / f"build-{version}", seed=version),
+                             "digits", version=version, channel="stable")
+
+
+def stored_events(database_url: str) -> int:
+    """Events in the database (a check that the run stored what it was answered for)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        return int(conn.execute("SELECT COALESCE(SUM(n), 0) FROM telemetry_batches").fetchone()[0])
+
+
 def ingest_run(count: int, seconds: float, connections: int) -> dict[str, Any]:
     with (tempfile.TemporaryDirectory(prefix=f"bench-scale-{count}-") as tmp, pg_schema() as url,
-          deployment(count, url, Path(tmp)) as (ports, _, groups)):
+          deployment(count, url, Path(tmp), publish=publish_digits) as (ports, _, groups)):
             procs = OPTIONS["loadgen_procs"]
             prefix = ["taskset", "-c", OPTIONS["loadgen_cpus"]] if OPTIONS["loadgen_cpus"] else []
 
@@ -180,7 +219,6 @@ def ingest_run(count: int, seconds: float, connections: int) -> dict[str, Any]:
                         "--seconds", str(length), "--connections", str(max(1, connections // procs))]
 
             subprocess.run(generator(2), capture_output=True, check=True, timeout=120)  # warm-up
-            groups["postgres"] = pids_named("postgres")  # the backends the warm-up opened too
             before, started, machine_before = snapshot(groups), time.monotonic(), machine_cpu()
             running = [subprocess.Popen(generator(seconds), stdout=subprocess.PIPE, text=True)
                        for _ in range(procs)]
@@ -199,11 +237,13 @@ def ingest_run(count: int, seconds: float, connections: int) -> dict[str, Any]:
             watcher.join()
             elapsed = time.monotonic() - started
             after, machine_after = snapshot(groups), machine_cpu()
+            stored = stored_events(url)
     parts = [json.loads(out.strip().splitlines()[-1]) for out in outs]
     result = {"batches_ok": sum(p["batches_ok"] for p in parts),
               "batches_failed": sum(p["batches_failed"] for p in parts),
               "events_per_s": sum(p["events_per_s"] for p in parts)}
-    cpu = {k: round(after[k] - before[k], 2) for k in after}
+    result["events_stored"] = stored
+    cpu = used(before, after)
     cpu["load generator"] = round(sum(watched.values()), 2)
     result["cpu_seconds"] = cpu
     result["cpu_share_of_machine"] = round(sum(cpu.values()) / (elapsed * (os.cpu_count() or 1)), 2)
@@ -315,7 +355,8 @@ def main() -> None:
         for count in (1, 2, 2, 1) * args.rounds:
             r = ingest_run(count, args.seconds, args.connections)
             runs[count].append(r)
-            print(f"{count} instance(s): {r['events_per_s']:,.0f} events/s ({r['batches_failed']} failed); "
+            print(f"{count} instance(s): {r['events_per_s']:,.0f} events/s ({r['batches_failed']} failed, "
+                  f"{r['events_stored']:,} events stored incl. warm-up); "
                   f"CPU s {r['cpu_seconds']} = {r['cpu_share_of_machine']:.0%} of the machine; machine "
                   f"{r['machine_busy']:.0%} busy, {r['others_cpu_seconds']} CPU s by other processes",
                   flush=True)
