@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BrowserMLError
+from .server import pages as _pages  # noqa: F401  (registers the .js/.wasm types the server sends)
 from .server.blobs import BLOB_HEADERS
 from .server.headers import ISOLATION_HEADERS
-from .server.pages import mimetypes as _registered  # noqa: F401  (.js/.wasm types, as served)
 from .settings import Settings
 
 EXPOSE_HEADERS = "ETag, Content-Length, Content-Encoding, Content-Range"
