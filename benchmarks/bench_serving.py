@@ -115,7 +115,7 @@ def start_nginx(tmp: Path, root: Path, port: int) -> subprocess.Popen:
 
 def wrk(url: str, duration: float, connections: int, headers: dict[str, str]) -> float:
     """Run wrk against ``url`` and return requests/s; raise when any response was not 2xx/3xx."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s"]
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     done = subprocess.run([*command, url], capture_output=True, text=True)

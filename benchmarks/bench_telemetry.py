@@ -312,6 +312,30 @@ def publish_digits(data_dir: Path, database_url: str | None) -> None:
             registry.publish(build, "digits", version=version)
 
 
+SERVER_PIDS: dict[int, int] = {}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its live descendants (the server and its
+    validator processes), from /proc: a cost that, unlike events/s, barely moves with the load
+    other processes put on the machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, frontier = 0.0, [pid]
+    while frontier:
+        current = frontier.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        frontier += [child for child, (parent, _) in stats.items() if parent == current]
+    return total
+
+
 @contextmanager
 def server(data_dir: Path, database_url: str | None, naive: bool = False, src: Path | None = None):
     """Run a server on a free port: ours (from ``src``, another checkout's ``src/``, when given)
@@ -330,6 +354,7 @@ def server(data_dir: Path, database_url: str | None, naive: bool = False, src: P
     else:
         cmd = [PYTHON, "-m", "browserml.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    SERVER_PIDS[port] = proc.pid
     try:
         wait_listening(port, proc)
         yield port
@@ -471,13 +496,20 @@ def bench_before_after(label: str, database_url: str | None, seconds: float, con
             server(Path(tmp) / "ours", database_url) as ours_port, \
             server(Path(tmp) / "before", database_url, src=baseline_src) as before_port:
         runs: dict[str, list[float]] = {"ours": [], "before": []}
+        cpu: dict[str, list[float]] = {"ours": [], "before": []}  # server CPU ms per 1,000 events
         for port in (ours_port, before_port):
             run_loadgen(port, 2, connections)  # warm-up
         for _ in range(rounds):
             for name, port in (("ours", ours_port), ("before", before_port)):
-                runs[name].append(run_loadgen(port, seconds, connections)["events_per_s"])
+                spent = cpu_seconds(SERVER_PIDS[port])
+                result = run_loadgen(port, seconds, connections)
+                spent = cpu_seconds(SERVER_PIDS[port]) - spent
+                runs[name].append(result["events_per_s"])
+                cpu[name].append(spent * 1e6 / max(1, result["batches_ok"] * BATCH))
     ours, before = statistics.median(runs["ours"]), statistics.median(runs["before"])
-    return {"ours": ours, "before": before, "ratio": ours / before, "runs": runs}
+    cpu_ours, cpu_before = statistics.median(cpu["ours"]), statistics.median(cpu["before"])
+    return {"ours": ours, "before": before, "ratio": ours / before, "runs": runs,
+            "cpu_ms_per_1000": {"ours": cpu_ours, "before": cpu_before}, "cpu_ratio": cpu_ours / cpu_before}
 
 
 def main() -> None:
@@ -518,7 +550,10 @@ def main() -> None:
                                        args.rounds)
                 results[f"{label}_before_after"] = r
                 print(f"{label:10s} ingest: ours {r['ours']:,.0f} events/s, before {r['before']:,.0f} "
-                      f"events/s, ours/before {r['ratio']:.3f}x (medians of {args.rounds})", flush=True)
+                      f"events/s, ours/before {r['ratio']:.3f}x; server CPU per 1,000 events: ours "
+                      f"{r['cpu_ms_per_1000']['ours']:.2f} ms, "
+                      f"before {r['cpu_ms_per_1000']['before']:.2f} ms, "
+                      f"ours/before {r['cpu_ratio']:.3f}x (medians of {args.rounds})", flush=True)
         results["load_average_at_end"] = os.getloadavg()
         print(json.dumps(results, indent=2))
         return

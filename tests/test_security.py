@@ -236,6 +236,15 @@ def published(tmp_path, make_build):
     return settings
 
 
+@pytest.fixture
+def published_db(tmp_path, make_build, database_url):
+    """Like ``published``, once on SQLite and once on PostgreSQL."""
+    settings = server_settings(tmp_path, database_url=database_url)
+    with Registry(settings) as registry:
+        registry.publish(make_build(seed=1), "digits", channel="stable")
+    return settings
+
+
 def admin(settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {ensure_admin_token(settings.data_dir)}"}
 
@@ -380,7 +389,8 @@ def stats(settings, url: str, **params) -> dict:
     return answer.json()
 
 
-def test_events_about_unknown_models_or_versions_are_dropped_and_counted(published, live_server):
+def test_events_about_unknown_models_or_versions_are_dropped_and_counted(published_db, live_server):
+    published = published_db
     server = live_server(published)
     fake_models = [{"type": "error", "model": f"fake-{i}"} for i in range(300)]
     answer = post_events(server.url, fake_models)
@@ -440,7 +450,8 @@ def test_one_noisy_client_does_not_starve_the_others_behind_one_address(publishe
     assert good == [200] * 20
 
 
-def test_stats_say_how_many_distinct_clients_and_addresses_sent_the_events(published, live_server):
+def test_stats_say_how_many_distinct_clients_and_addresses_sent_the_events(published_db, live_server):
+    published = published_db
     server = live_server(published)
     event = [{"type": "predict", "model": "digits", "version": 1, "ms": 2.0}] * 10
     for client in ("client-aaaa", "client-bbbb", "client-cccc", "client-aaaa"):

@@ -48,12 +48,18 @@ class Limits:
     max_connections: int = 1000
 
 
+class _NoEvent:
+    def set(self) -> None:
+        """Nothing waits on a refused request."""
+
+
 class _Closed:
     """Stands in for the request cycle of a request refused in the protocol (431/408/503), so
-    the parser's body callbacks for it do nothing."""
+    the parser's body callbacks and uvicorn's ``connection_lost`` for it do nothing."""
 
     response_complete = True
     disconnected = True
+    message_event = _NoEvent()
 
 
 _CLOSED = _Closed()

@@ -32,11 +32,18 @@ PREFIX = b"/v1/blobs/"
 _STATUS_304 = b"HTTP/1.1 304 Not Modified\r\n"
 
 
+class _NoEvent:
+    def set(self) -> None:
+        """Nothing waits on a request answered in the protocol."""
+
+
 class _Answered:
-    """Stands in for uvicorn's request/response cycle of a request answered in the protocol."""
+    """Stands in for uvicorn's request/response cycle of a request answered in the protocol
+    (``message_event``: uvicorn's ``connection_lost`` sets it)."""
 
     response_complete = True
     disconnected = False
+    message_event = _NoEvent()
 
 
 _ANSWERED = _Answered()

@@ -168,7 +168,13 @@ class TelemetryService:
         if time.monotonic() - self._scope_at > self.settings.telemetry_scope_refresh_s:
             async with self._scope_lock:
                 if time.monotonic() - self._scope_at > self.settings.telemetry_scope_refresh_s:
-                    known = await asyncio.get_running_loop().run_in_executor(None, self._known)
+                    try:
+                        known = await asyncio.get_running_loop().run_in_executor(None, self._known)
+                    except Exception:
+                        if self._scope is None:
+                            raise  # nothing known yet: refuse (503) rather than accept anything
+                        log.warning("cannot re-read the registry's models; keeping the last list")
+                        known = self._scope.models
                     self._scope, self._scope_at = Scope(known), time.monotonic()
         return self._scope
 
@@ -325,6 +331,11 @@ async def ingest(request: Request) -> Response:
     except OverflowError as exc:
         metrics.batches.labels("too_large").inc()
         return _error(413, str(exc))
+    except Exception:
+        metrics.db_errors.labels("receive").inc()
+        log.exception("telemetry batch could not be screened")
+        return JSONResponse({"error": "telemetry unavailable; retry later"}, status_code=503,
+                            headers={"Retry-After": "5"})
 
     batch = received.batch
     accepted = batch.n if batch else 0

@@ -87,9 +87,10 @@ INSERT_KEYED = (
 KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS telemetry_batches_key ON telemetry_batches (batch_key)"
 INSERT_CLIENT = ("INSERT INTO telemetry_clients (model, start, client, source) VALUES (?, ?, ?, ?) "
                  "ON CONFLICT DO NOTHING")
-# Who sent telemetry for a model in a minute: one row per (model, minute, client), so a window's
-# distinct clients and addresses are exact (issue 17: a dashboard shows how many clients an
-# event count comes from, and a decision can require many of them).
+# Who sent telemetry for a model in an hour: one row per (model, hour, client), so a window's
+# distinct clients and addresses are exact at hour resolution (issue 17: a dashboard shows how many
+# clients an event count comes from, and a decision can require many of them). Hours, not
+# minutes: a browser that reports all day costs 24 rows a day, not 1,440.
 CLIENTS_TABLE = """CREATE TABLE IF NOT EXISTS telemetry_clients (
     model TEXT NOT NULL, start {big} NOT NULL, client TEXT NOT NULL, source TEXT NOT NULL,
     PRIMARY KEY (model, start, client))"""
@@ -289,8 +290,8 @@ class TelemetryStore(ABC):
 
     def clients(self, model: str, since_ms: int, until_ms: int) -> tuple[int, int]:
         """Given a model and window, return (distinct clients, distinct addresses) that sent
-        accepted telemetry about it (minute resolution)."""
-        lo = since_ms - since_ms % MINUTE
+        accepted telemetry about it (hour resolution: the window is widened to whole hours)."""
+        lo = since_ms - since_ms % HOUR
         sql = ("SELECT COUNT(DISTINCT client), COUNT(DISTINCT source) FROM telemetry_clients "
                "WHERE model = ? AND start >= ? AND start < ?")
         with self._read() as conn:
@@ -402,10 +403,10 @@ class TelemetryStore(ABC):
 
 
 def _client_rows(batch: Prepared) -> list[tuple[str, int, str, str]]:
-    """The ``telemetry_clients`` rows of one batch: (model, minute, client, source) per minute."""
+    """The ``telemetry_clients`` rows of one batch: (model, hour, client, source) per hour."""
     if not batch.client:
         return []
-    return [(key[0], key[2], batch.client, batch.source) for key in batch.minutes]
+    return list({(key[0], key[2] - key[2] % HOUR, batch.client, batch.source) for key in batch.minutes})
 
 
 def _group_column(group_by: str | None) -> str:
