@@ -4,7 +4,7 @@ The model is a real TF.js layers model (flatten -> dense 8,000 -> dense 10 on 28
 25.1 MB of float32 weights in 4 MB shards, random weights: this test is about bytes, not
 accuracy), published into a fresh registry. ``load({onProgress})`` must report the download at
 least every 1 MB of the overall bytes and end at 100 %; a second load reports the same bytes from
-the cache; a rebuild reports on the classifier's own ``progress`` events; the demo page's bar
+the cache (on the page and in worker mode); a rebuild reports on the classifier's own ``progress`` events; the demo page's bar
 follows the same events to 1.
 """
 
@@ -89,7 +89,10 @@ async () => {
   const second = [];
   const again = await BrowserML.load({ ...opts, onProgress: (e) => second.push(keep(e)) });
   await again.dispose();
-  return { first, second, later, labels: answer.labels.length };
+  const worker = [];
+  const inWorker = await BrowserML.load({ ...opts, worker: true, onProgress: (e) => worker.push(keep(e)) });
+  await inWorker.dispose();
+  return { first, second, later, worker, labels: answer.labels.length };
 }
 """
 
@@ -132,6 +135,10 @@ def test_25mb_model_reports_progress_every_megabyte_and_ends_at_100(big_server):
     check_ends_at_100(second)
     assert {e["source"] for e in second if e["phase"] == "download"} == {"cache"}
     assert second[-1]["overall"]["total"] == build_bytes
+
+    # Worker mode posts the same events to the page (its files come from the same Cache API).
+    check_ends_at_100(out["worker"])
+    assert out["worker"][-1]["overall"]["total"] == build_bytes
 
     # A rebuild after load reports on the classifier's own progress events.
     later = out["later"]
