@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: deps demo test lint pg chromium nginx bench-tools clean
+.PHONY: deps demo test lint pg chromium nginx bench-tools dist clean
 
 deps: $(VENV)/.stamp node_modules/.stamp chromium nginx
 
@@ -47,5 +47,12 @@ test: deps pg lint
 	BROWSERML_TEST_DATABASE_URL=$${BROWSERML_TEST_DATABASE_URL:-postgresql://browserml:browserml@127.0.0.1:5432/browserml_test} \
 	  $(BIN)/pytest
 
+# The pip wheel + sdist (issue 19): setup.py stages the SDK, the pages and exactly the vendor files
+# of src/browserml/vendor.py into the package; `pip install dist/browserml-*.whl` then serves alone.
+dist: $(VENV)/.stamp node_modules/.stamp
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist
+	@ls -l dist
+
 clean:
-	rm -rf runs build .browserml reports
+	rm -rf runs build .browserml reports dist src/browserml/_bundled

@@ -1,73 +1,31 @@
 """Load progress of a 25 MB model in real Chromium against a real server (issue 19).
 
-The model is a real TF.js layers model (flatten -> dense 8,000 -> dense 10 on 28x28x1 digits,
-25.1 MB of float32 weights in 4 MB shards, random weights: this test is about bytes, not
-accuracy), published into a fresh registry. ``load({onProgress})`` must report the download at
-least every 1 MB of the overall bytes and end at 100 %; a second load reports the same bytes from
-the cache; a rebuild reports on the classifier's own ``progress`` events; the demo page's bar
-follows the same events to 1.
+The model is a real TF.js layers model (``browserml.bench.synthetic``: flatten -> dense 8,000 ->
+dense 10 on 28x28x1 digits, 25.4 MB of float32 weights in 4 MB shards, random weights: this test
+is about bytes, not accuracy), published into a fresh registry. ``load({onProgress})`` must report
+the download at least every 1 MB of the overall bytes and end at 100 %; a second load reports the
+same bytes from the cache (on the page and in worker mode); a rebuild reports on the classifier's
+own ``progress`` events; the demo page's bar follows the same events to 1.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
+from browserml.bench.synthetic import write_dense_build
 from browserml.browser import launch_browser
-from browserml.variants import Build, InputSpec, Variant, describe_file, read_build, write_build
+from browserml.variants import read_build
 from conftest import publish_and_serve
 from test_sdk import READY_OR_FAILED
 
 MB = 1024 * 1024
-UNITS = 8000
-SHARD = 4 * MB
-
-
-def write_big_build(root: Path) -> Path:
-    """A float32-only digits-shaped build whose weights are 784 x 8,000 + 8,000 x 10 floats."""
-    rng = np.random.default_rng(0)
-    weights = [("dense/kernel", rng.standard_normal((784, UNITS), dtype=np.float32) * 0.01),
-               ("dense/bias", np.zeros(UNITS, np.float32)),
-               ("dense_1/kernel", rng.standard_normal((UNITS, 10), dtype=np.float32) * 0.01),
-               ("dense_1/bias", np.zeros(10, np.float32))]
-    data = b"".join(w.tobytes() for _, w in weights)
-    folder = root / "float32"
-    folder.mkdir(parents=True)
-    count = -(-len(data) // SHARD)
-    paths = [f"group1-shard{i + 1}of{count}.bin" for i in range(count)]
-    for i, name in enumerate(paths):
-        (folder / name).write_bytes(data[i * SHARD:(i + 1) * SHARD])
-    layers = [
-        {"class_name": "Flatten", "config": {"name": "flatten", "batch_input_shape": [None, 28, 28, 1],
-                                             "dtype": "float32"}},
-        {"class_name": "Dense", "config": {"name": "dense", "units": UNITS, "activation": "relu"}},
-        {"class_name": "Dense", "config": {"name": "dense_1", "units": 10, "activation": "softmax"}},
-    ]
-    model = {
-        "format": "layers-model", "generatedBy": "browserml-tests", "convertedBy": None,
-        "modelTopology": {"class_name": "Sequential", "config": {"name": "big", "layers": layers}},
-        "weightsManifest": [{"paths": paths, "weights": [
-            {"name": n, "shape": list(w.shape), "dtype": "float32"} for n, w in weights]}],
-    }
-    (folder / "model.json").write_text(json.dumps(model))
-    files = [describe_file(root, folder / "model.json", "model"),
-             *(describe_file(root, folder / p, "weights") for p in paths)]
-    variant = Variant(name="float32", weight_dtype="float32", files=files,
-                      bytes=sum(f.bytes for f in files), accuracy=0.9, agreement=1.0)
-    write_build(root, Build(name="digits", source="browserml-train", architecture="big-dense",
-                            labels=[str(d) for d in range(10)],
-                            input=InputSpec(height=28, width=28, channels=1),
-                            test_samples=100, keras_accuracy=0.9, variants=[variant]))
-    return root
 
 
 @pytest.fixture(scope="module")
 def big_server(tmp_path_factory: pytest.TempPathFactory):
-    build = write_big_build(tmp_path_factory.mktemp("big") / "build")
+    build = write_dense_build(tmp_path_factory.mktemp("big") / "build", units=8000)
     served = publish_and_serve(build, tmp_path_factory.mktemp("big-data"))
     yield served
     served.live.stop()
@@ -89,7 +47,10 @@ async () => {
   const second = [];
   const again = await BrowserML.load({ ...opts, onProgress: (e) => second.push(keep(e)) });
   await again.dispose();
-  return { first, second, later, labels: answer.labels.length };
+  const worker = [];
+  const inWorker = await BrowserML.load({ ...opts, worker: true, onProgress: (e) => worker.push(keep(e)) });
+  await inWorker.dispose();
+  return { first, second, later, worker, labels: answer.labels.length };
 }
 """
 
@@ -132,6 +93,10 @@ def test_25mb_model_reports_progress_every_megabyte_and_ends_at_100(big_server):
     check_ends_at_100(second)
     assert {e["source"] for e in second if e["phase"] == "download"} == {"cache"}
     assert second[-1]["overall"]["total"] == build_bytes
+
+    # Worker mode posts the same events to the page (its files come from the same Cache API).
+    check_ends_at_100(out["worker"])
+    assert out["worker"][-1]["overall"]["total"] == build_bytes
 
     # A rebuild after load reports on the classifier's own progress events.
     later = out["later"]

@@ -75,7 +75,7 @@ def test_wheel_carries_exactly_the_listed_files_and_licences(wheel):
     listed = {f.relpath for f in (*vendor.runtime_files(), *vendor.data_files())}
     extras = {f"{p.name}/{name}" for p in vendor.PACKAGES for name in ("LICENSE", "package.json")}
     assert shipped == listed | extras
-    assert not [n for n in names if n.endswith((".map", ".d.ts", ".tsbuildinfo", ".html.html"))]
+    assert not [n for n in names if n.endswith((".map", ".d.ts", ".tsbuildinfo", ".js.html"))]
     assert f"{bundled}sdk/browserml.js" in names and f"{bundled}sdk/loader.js" in names
     assert {f"{bundled}web/demo/index.html", f"{bundled}web/dashboard/index.html"} <= names
     assert f"{bundled}THIRD_PARTY_NOTICES.md" in names
