@@ -85,10 +85,28 @@ def print_variant_table(build) -> None:
 
 @cli.command()
 @click.option("--data", required=True, help="'mnist', 'shapes' or an image folder root/<label>/*.")
-@click.option("--arch", type=click.Choice(["cnn", "mobilenetv2"]), default="cnn", show_default=True)
+@click.option("--arch", type=click.Choice(["cnn", "mobilenetv2", "mobilenetv3small",
+                                           "mobilenetv3large", "efficientnetb0", "resnet50"]),
+              default="cnn", show_default=True)
+@click.option("--weights", default="none", show_default=True,
+              help="Backbone weights: none, imagenet (Keras's cache, ~/.keras/models; never "
+                   "downloaded) or a .keras / .h5 / .weights.h5 / TF.js model.json path.")
+@click.option("--fine-tune", type=click.IntRange(0), default=0, show_default=True,
+              help="Phase 2: unfreeze the backbone's top N layers (BatchNorm stays frozen) at a "
+                   "10x lower learning rate.")
+@click.option("--fine-tune-epochs", type=click.IntRange(1), default=None,
+              help="Phase 2 epochs (default: --epochs).")
+@click.option("--augment", default=None,
+              help="flip,rotation,zoom,contrast (any) or none; training only "
+                   "(default: all with --weights, none without).")
+@click.option("--input-range", type=click.Choice(["-1,1", "0,1", "0,255"]), default=None,
+              help="Pixel range the backbone was trained on (default: its family's own).")
+@click.option("--patience", type=click.IntRange(1), default=3, show_default=True,
+              help="Early stopping: epochs without a better validation loss.")
 @click.option("--input-size", type=click.IntRange(8, 1024), default=28, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
 @click.option("--limit", type=click.IntRange(2), default=None, help="Use the first N samples.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
               help="Force grayscale or RGB (default: mnist 1, others 3).")
@@ -97,15 +115,19 @@ def print_variant_table(build) -> None:
               show_default=True, help="cnn head: the reference flatten, or compact global pooling.")
 @click.option("--seed", type=int, default=None, help="Random seed (default from settings).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
-def train(data, arch, input_size, epochs, batch_size, limit, channels, alpha, head, seed, out):
-    """Train a classifier and save model, labels and metrics to --out."""
+def train(data, arch, weights, fine_tune, fine_tune_epochs, augment, input_range, patience,
+          input_size, epochs, batch_size, learning_rate, limit, channels, alpha, head, seed, out):
+    """Train a classifier (from scratch, or fine-tune a pretrained backbone) and save model,
+    labels and metrics to --out."""
     from .train import RunConfig
     from .train import train as run_training
 
     config = RunConfig(data=data, arch=arch, input_size=input_size, epochs=epochs,
                        batch_size=batch_size, limit=limit,
                        channels=int(channels) if channels else None, alpha=alpha, head=head,
-                       seed=seed)
+                       learning_rate=learning_rate, seed=seed, weights=weights,
+                       fine_tune=fine_tune, fine_tune_epochs=fine_tune_epochs, augment=augment,
+                       input_range=input_range, patience=patience)
     result = run_training(config, Path(out))
     if result.skipped:
         err_console.print(f"skipped {len(result.skipped)} unreadable file(s):", highlight=False)
