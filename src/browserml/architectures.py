@@ -15,14 +15,10 @@ import keras
 from keras import layers
 
 from . import backbones
+from .augmentation import augmentation_layers
+from .backbones import ARCHITECTURES, SCRATCH_ARCHITECTURES  # noqa: F401 - re-exported
 from .errors import ModelError
 
-ARCHITECTURES = ("cnn", "mobilenetv2", "mobilenetv3small", "mobilenetv3large", "efficientnetb0",
-                 "resnet50")
-# Architectures the original from-scratch path builds (``build``); every architecture, these
-# included, can also be built as a backbone + head (``transfer``) for pretrained weights.
-SCRATCH_ARCHITECTURES = ("cnn", "mobilenetv2")
-AUGMENTATIONS = ("flip", "rotation", "zoom", "contrast")
 BATCHNORM_MOMENTUM = 0.9  # for MobileNetV2 trained from scratch: see mobilenetv2()
 
 
@@ -104,31 +100,6 @@ class TransferModel:
     weights_file: Path | None
 
 
-def parse_augment(spec: str | None) -> tuple[str, ...]:
-    """Given ``flip,rotation,zoom,contrast`` (any subset) or ``none``, return the names, or raise
-    ModelError naming the unknown one."""
-    if spec is None or spec.strip() in ("", "none"):
-        return ()
-    names = tuple(part.strip() for part in spec.split(",") if part.strip())
-    for name in names:
-        if name not in AUGMENTATIONS:
-            raise ModelError(f"--augment {name}: unknown; use any of {','.join(AUGMENTATIONS)} "
-                             "or none")
-    return names
-
-
-def augmentation(names: tuple[str, ...], seed: int) -> list:
-    """Return the random augmentation layers (active in training only) for ``names``, applied
-    to raw 0-255 pixels."""
-    makers = {
-        "flip": lambda: layers.RandomFlip("horizontal", seed=seed, name="augment_flip"),
-        "rotation": lambda: layers.RandomRotation(0.05, seed=seed, name="augment_rotation"),
-        "zoom": lambda: layers.RandomZoom(0.1, seed=seed, name="augment_zoom"),
-        "contrast": lambda: layers.RandomContrast(0.2, seed=seed, name="augment_contrast"),
-    }
-    return [makers[name]() for name in names]
-
-
 def cnn_backbone(tensor, seed: int) -> list:
     """Apply the reference CNN's three conv blocks to ``tensor``; return the layers in order."""
     init = keras.initializers.GlorotUniform(seed=seed)
@@ -151,8 +122,7 @@ def transfer(arch: str, *, input_size: int, num_classes: int, channels: int = 3,
     TF.js layers and the TFLite converter take). From scratch, BatchNorm momentum is 0.9 for the
     reason :func:`mobilenetv2` gives.
     """
-    if arch not in ARCHITECTURES:
-        raise ModelError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    backbones.check_arch(arch, input_size)
     if arch != "cnn" and channels != 3:
         raise ModelError(f"{arch} needs 3 channels; use --channels 3")
     keras.utils.set_random_seed(seed)
@@ -182,7 +152,7 @@ def transfer(arch: str, *, input_size: int, num_classes: int, channels: int = 3,
     probs = layers.Dense(num_classes, activation="softmax", kernel_initializer=init,
                          name="classes")(dropped)
     model = keras.Model(pixels, probs, name=f"{arch}_transfer")
-    extra = augmentation(augment, seed)
+    extra = augmentation_layers(augment, seed)
     trainer = model if not extra else keras.Sequential(
         [keras.Input(shape=(input_size, input_size, channels), name="raw"), *extra, model],
         name="trainer")

@@ -66,6 +66,23 @@ FAMILIES = {
     "resnet50": Family("ResNet50", "caffe", KERAS_APPS + "resnet/"),
 }
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+ARCHITECTURES = ("cnn", *FAMILIES)
+# Architectures the original from-scratch path builds (architectures.build); every architecture,
+# these included, can also be built as a backbone + head (architectures.transfer).
+SCRATCH_ARCHITECTURES = ("cnn", "mobilenetv2")
+# keras.applications' own floor for these families (imagenet_utils.obtain_input_shape's
+# min_size); checked here too so the refusal comes before TensorFlow starts.
+MIN_INPUT_SIZE = 32
+
+
+def check_arch(arch: str, input_size: int) -> None:
+    """Raise ModelError for an unknown architecture or an input size its backbone refuses."""
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    if arch != "cnn" and input_size < MIN_INPUT_SIZE:
+        raise ModelError(f"{arch} refuses input ({input_size}, {input_size}, 3): Keras's {arch} "
+                         f"needs at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; choose another "
+                         "--input-size (pretrained weights fit best at 224)")
 
 
 def keras_cache_dir() -> Path:
@@ -96,12 +113,13 @@ def application(arch: str, input_tensor, weights: str | None):
     constructor = getattr(keras.applications, family.application)
     try:
         return constructor(include_top=False, weights=weights, input_tensor=input_tensor,
+                           input_shape=tuple(input_tensor.shape[1:]),
                            **dict(family.kwargs))
     except ValueError as exc:
         size = tuple(input_tensor.shape[1:])
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"{arch} refuses input {size}: {first}; choose another --input-size "
-                         "(at least 32; pretrained weights fit best at 224)") from None
+                         "(pretrained weights fit best at 224)") from None
 
 
 def weighted_layers(model) -> list:
@@ -166,7 +184,7 @@ def load_weights_into(backbone, arch: str, weights: str, input_size: int) -> Pat
         return None
     if weights == "imagenet":
         path = imagenet_weights_file(arch, input_size)
-        load_h5_weights(backbone, path, arch)
+        load_h5_weights(backbone, path, arch, input_size)
         return path
     path = Path(weights)
     if not path.exists():
@@ -178,26 +196,26 @@ def load_weights_into(backbone, arch: str, weights: str, input_size: int) -> Pat
         raise ModelError(f"--weights {weights}: unknown format; give a .keras, .h5, "
                          ".weights.h5 or TF.js model.json")
     if path.name.endswith(".weights.h5"):
-        load_h5_weights(backbone, path, arch)
+        load_h5_weights(backbone, path, arch, input_size)
         return path
     try:
         source = load_source_model(path)
     except FormatError as exc:
         raise ModelError(f"--weights: {exc}") from None
     if source is None:
-        load_h5_weights(backbone, path, arch)
+        load_h5_weights(backbone, path, arch, input_size)
     else:
         copy_by_name(source, backbone, str(path), arch)
     return path
 
 
-def load_h5_weights(backbone, path: Path, arch: str) -> None:
+def load_h5_weights(backbone, path: Path, arch: str, input_size: int) -> None:
     """Load a weights-only file into ``backbone`` through a standalone build of the family (the
     files name layers as keras.applications builds them), or raise ModelError when the file is
     for another architecture."""
     import keras
 
-    standalone = application(arch, keras.Input(shape=tuple(backbone.input.shape[1:])), None)
+    standalone = application(arch, keras.Input(shape=(input_size, input_size, 3)), None)
     try:
         standalone.load_weights(path)
     except Exception as exc:  # Keras: ValueError, KeyError, OSError...

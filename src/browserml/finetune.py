@@ -65,17 +65,21 @@ def unfreeze_top(layers: list, count: int) -> int:
 
 def check_config(config: RunConfig) -> None:
     """Refuse option combinations that cannot mean anything, before any data or TensorFlow."""
-    from .architectures import ARCHITECTURES, parse_augment
+    from .augmentation import parse_augment
+    from .backbones import check_arch, imagenet_weights_file
 
-    if config.arch not in ARCHITECTURES:
-        raise ModelError(f"unknown architecture {config.arch!r}: choose one of "
-                         f"{', '.join(ARCHITECTURES)}")
+    check_arch(config.arch, config.input_size)
     if config.fine_tune < 0:
         raise ModelError(f"--fine-tune {config.fine_tune}: give a number of layers >= 0")
     if config.fine_tune and config.weights == "none":
         raise ModelError("--fine-tune needs pretrained --weights (imagenet or a path); "
                          "from scratch every layer trains already")
     parse_augment(config.augment)
+    if config.weights == "imagenet" and config.arch == "cnn":
+        raise ModelError("cnn has no imagenet weights; pick a keras.applications --arch "
+                         "(mobilenetv2, ...) or --weights PATH of a trained cnn")
+    if config.weights == "imagenet":
+        imagenet_weights_file(config.arch, config.input_size)  # offline: the file must be there
     if config.weights not in ("none", "imagenet") and not Path(config.weights).exists():
         raise ModelError(f"--weights {config.weights}: no such file; give a .keras, .h5, "
                          ".weights.h5 or TF.js model.json, or 'imagenet'")
@@ -104,7 +108,9 @@ def fit_phase(trainer, splits: datasets.Splits, *, epochs: int, batch_size: int,
 
 
 def train_backbone(config: RunConfig, out: Path, seed: int) -> RunResult:
-    """Train ``config`` as backbone + head (one or two phases) and write the run to ``out``."""
+    """Train ``config`` as backbone + head (one or two phases) and write the run to ``out``.
+
+    Options are checked first, then the data is loaded: both fail before TensorFlow starts."""
     check_config(config)
     channels = config.channels or (None if config.arch == "cnn" else 3)
     data = datasets.load(config.data, input_size=config.input_size, limit=config.limit,

@@ -54,7 +54,7 @@ class RunConfig:
     def uses_backbone(self) -> bool:
         """Whether this run is a backbone + head (pretrained weights, augmentation, fine-tuning
         or a keras.applications family the original path does not build)."""
-        from .architectures import SCRATCH_ARCHITECTURES
+        from .backbones import SCRATCH_ARCHITECTURES
 
         return (self.arch not in SCRATCH_ARCHITECTURES or self.weights != "none"
                 or self.fine_tune > 0 or self.augment not in (None, "", "none")
@@ -62,7 +62,7 @@ class RunConfig:
 
     def augment_names(self) -> tuple[str, ...]:
         """Return the augmentation to use: as given, else all four with pretrained weights."""
-        from .architectures import AUGMENTATIONS, parse_augment
+        from .augmentation import AUGMENTATIONS, parse_augment
 
         if self.augment is None:
             return AUGMENTATIONS if self.weights != "none" else ()
