@@ -11,7 +11,9 @@ if (!out) {
   console.error('usage: nsfwjs-model.cjs MODEL OUT_DIR');
   process.exit(2);
 }
-const dir = path.resolve(__dirname, '..', 'node_modules', 'nsfwjs', 'dist', 'models', name);
+// BROWSERML_NODE_MODULES overrides where the npm packages are, as it does for the Python side.
+const nodeModules = process.env.BROWSERML_NODE_MODULES || path.resolve(__dirname, '..', 'node_modules');
+const dir = path.join(nodeModules, 'nsfwjs', 'dist', 'models', name);
 if (!fs.existsSync(path.join(dir, 'model.min.js'))) {
   console.error(`${dir}: no such nsfwjs model (run npm ci)`);
   process.exit(1);

@@ -67,17 +67,21 @@ def print_variant_table(build) -> None:
 
     from .convert import variant_rows
 
-    table = Table(title=f"{build.name}: {build.architecture or build.source}")
+    measured = f", measured on {build.measured_on}" if build.measured_on else ""
+    table = Table(title=f"{build.name}: {build.architecture or build.source}{measured}")
     for column in ("variant", "engine", "bytes", "x of float32", "accuracy", "change",
-                   "agreement", "offered", "note"):
+                   "agreement", "diff in runtime", "offered", "note"):
         table.add_column(column, justify="left" if column in ("variant", "engine", "note")
                          else "right")
     for row in variant_rows(build):
         change = "-" if row["change_pp"] is None else f"{row['change_pp']:+.2f} pp"
         table.add_row(row["name"], row["engine"], f"{row['bytes']:,}", f"{row['ratio']:.3f}x",
                       percent(row["accuracy"]), change, percent(row["agreement"]),
+                      "-" if row.get("max_abs_diff") is None else f"{row['max_abs_diff']:.1e}",
                       "yes" if row["offered"] else "no", row["note"] or "")
     console.print(table)
+    for engine, note in build.engine_notes.items():
+        console.print(f"{engine}: {escape(note)}", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- pipeline: train, convert, verify
@@ -85,10 +89,28 @@ def print_variant_table(build) -> None:
 
 @cli.command()
 @click.option("--data", required=True, help="'mnist', 'shapes' or an image folder root/<label>/*.")
-@click.option("--arch", type=click.Choice(["cnn", "mobilenetv2"]), default="cnn", show_default=True)
+@click.option("--arch", type=click.Choice(["cnn", "mobilenetv2", "mobilenetv3small",
+                                           "mobilenetv3large", "efficientnetb0", "resnet50"]),
+              default="cnn", show_default=True)
+@click.option("--weights", default="none", show_default=True,
+              help="Backbone weights: none, imagenet (Keras's cache, ~/.keras/models; never "
+                   "downloaded) or a .keras / .h5 / .weights.h5 / TF.js model.json path.")
+@click.option("--fine-tune", type=click.IntRange(0), default=0, show_default=True,
+              help="Phase 2: unfreeze the backbone's top N layers (BatchNorm stays frozen) at a "
+                   "10x lower learning rate.")
+@click.option("--fine-tune-epochs", type=click.IntRange(1), default=None,
+              help="Phase 2 epochs (default: --epochs).")
+@click.option("--augment", default=None,
+              help="flip,rotation,zoom,contrast (any) or none; training only "
+                   "(default: all with --weights, none without).")
+@click.option("--input-range", type=click.Choice(["-1,1", "0,1", "0,255"]), default=None,
+              help="Pixel range the backbone was trained on (default: its family's own).")
+@click.option("--patience", type=click.IntRange(1), default=3, show_default=True,
+              help="Early stopping: epochs without a better validation loss.")
 @click.option("--input-size", type=click.IntRange(8, 1024), default=28, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
 @click.option("--limit", type=click.IntRange(2), default=None, help="Use the first N samples.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
               help="Force grayscale or RGB (default: mnist 1, others 3).")
@@ -97,15 +119,19 @@ def print_variant_table(build) -> None:
               show_default=True, help="cnn head: the reference flatten, or compact global pooling.")
 @click.option("--seed", type=int, default=None, help="Random seed (default from settings).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
-def train(data, arch, input_size, epochs, batch_size, limit, channels, alpha, head, seed, out):
-    """Train a classifier and save model, labels and metrics to --out."""
+def train(data, arch, weights, fine_tune, fine_tune_epochs, augment, input_range, patience,
+          input_size, epochs, batch_size, learning_rate, limit, channels, alpha, head, seed, out):
+    """Train a classifier (from scratch, or fine-tune a pretrained backbone) and save model,
+    labels and metrics to --out."""
     from .train import RunConfig
     from .train import train as run_training
 
     config = RunConfig(data=data, arch=arch, input_size=input_size, epochs=epochs,
                        batch_size=batch_size, limit=limit,
                        channels=int(channels) if channels else None, alpha=alpha, head=head,
-                       seed=seed)
+                       learning_rate=learning_rate, seed=seed, weights=weights,
+                       fine_tune=fine_tune, fine_tune_epochs=fine_tune_epochs, augment=augment,
+                       input_range=input_range, patience=patience)
     result = run_training(config, Path(out))
     if result.skipped:
         err_console.print(f"skipped {len(result.skipped)} unreadable file(s):", highlight=False)
@@ -117,26 +143,41 @@ def train(data, arch, input_size, epochs, batch_size, limit, channels, alpha, he
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path())
+@click.argument("model", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Build directory.")
+@click.option("--data", default=None,
+              help="'mnist', 'shapes' or an image folder root/<label>/*: accuracy and int8 "
+                   "calibration on a seeded split (without: agreement on generated inputs).")
+@click.option("--labels", default=None,
+              help="Class names, comma-separated or a JSON file (default: the --data folders).")
+@click.option("--engines", default="tfjs,litert", show_default=True,
+              help="Comma-separated engines to build for: tfjs, litert.")
+@click.option("--value-range", type=click.Choice(["0,255", "0,1", "-1,1"]), default=None,
+              help="Pixel range the model expects (default 0,255; the SDK scales to it).")
 @click.option("--name", default=None, help="Model name (default: the --out folder's name).")
 @click.option("--budget", type=float, default=None,
               help="Accuracy-loss budget in pp; variants beyond it are not offered (default 0.5).")
 @click.option("--variants", default=",".join(ALL_VARIANTS), show_default=True,
               help="Comma-separated variants to write (float32 is always written).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-def convert(run_dir, out, name, budget, variants, as_json):
-    """Convert a trained run into TF.js (float32, float16, uint8) and TFLite (float32, float16,
-    int8) variants, with a size/accuracy table."""
+def convert(model, out, data, labels, engines, value_range, name, budget, variants, as_json):
+    """Convert MODEL (a .keras or .h5 file, a SavedModel folder or a 'browserml train' run) into
+    TF.js (float32, float16, uint8) and TFLite (float32, float16, int8) variants, each checked in
+    real TF.js / LiteRT.js, with a size/accuracy table."""
     from .convert import convert as run_convert
     from .convert import variant_rows
 
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
-    build = run_convert(Path(run_dir), Path(out), name=name, budget_pp=budget, variants=chosen)
+    build = run_convert(
+        Path(model), Path(out), data=data, labels=parse_labels(labels),
+        engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+        value_range=tuple(float(v) for v in value_range.split(",")) if value_range else None,
+        name=name, budget_pp=budget, variants=chosen)
     if as_json:
         print_json({"variants": [{k: row[k] for k in ("name", "engine", "bytes", "accuracy",
-                                                      "agreement", "offered")}
-                                 for row in variant_rows(build)]})
+                                                      "agreement", "offered", "checked")}
+                                 for row in variant_rows(build)],
+                    "engine_notes": build.engine_notes})
     else:
         print_variant_table(build)
 

@@ -1,95 +1,116 @@
-"""Convert a trained run into a build directory of browser-ready variants.
+"""Convert a Keras model (a user's file, a live model, or a ``browserml train`` run) into a build
+directory of browser-ready variants, each checked in the runtime that will serve it.
 
-For each TF.js variant we write the files, read them back through the same decoder TF.js uses
-(dequantizing uint8 / float16), load those numbers into the Keras model and measure test accuracy
-and top-1 agreement with float32. TFLite variants are run natively with LiteRT. The table
-therefore reports what each runtime will really compute, not what we hoped quantization would do.
+The model is first flattened into its inference graph (nested models walked, training-only
+layers left out: :mod:`browserml.inference_model`). TF.js variants are written from that graph
+with the layers tfjs-layers lacks rewritten (:mod:`browserml.tfjs.rewrite`); TFLite variants are
+exported from it with TensorFlow's converter. An engine that cannot express the model gets no
+variants, and ``variants.json`` says why (``engine_notes``); the other engine still ships.
+
+Then every variant is loaded in real TF.js / LiteRT.js in headless Chromium and compared with
+Keras on the same inputs (:mod:`browserml.runtime_check`): the table's agreement and accuracy are
+what those runtimes computed, and a variant that fails to load or differs is not offered. With
+``data``, the inputs are a seeded test split (accuracy) and int8 is calibrated on the training
+split; without, inputs are generated and int8 is skipped with the reason.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import FormatError, ModelError
+from .inference_model import inference_model
+from .model_source import Source, read_source
 from .progress import progress_bar
+from .runtime_check import check_variants
 from .settings import get_settings
 from .tfjs.layers_model import assign_weights, read_layers_weights, write_layers_model
+from .tfjs.rewrite import tfjs_model
 from .tflite import TFLITE_VARIANTS, choose_int8, export_tflite
 from .tflite import predict as tflite_predict
-from .train import Run, read_run
-from .variants import Build, InputSpec, Variant, describe_file, prepare_build_dir, write_build
+from .variants import (
+    SOURCE_MODEL,
+    Build,
+    InputSpec,
+    Variant,
+    describe_file,
+    prepare_build_dir,
+    write_build,
+)
 
 TFJS_VARIANTS = ("float32", "float16", "uint8")
 ALL_VARIANTS = TFJS_VARIANTS + TFLITE_VARIANTS
+ENGINES = ("tfjs", "litert")
+INT8_NEEDS_DATA = ("skipped: int8 is calibrated on real images; pass --data (a folder, mnist or "
+                   "shapes) to make it")
 
 
-@dataclass
-class Scores:
-    """Predicted classes and accuracy of one set of weights on the run's test data."""
-
-    predictions: np.ndarray
-    accuracy: float
+def predictions(model, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Return the model's outputs on ``inputs`` as float32 ``[N, classes]``."""
+    return np.asarray(model.predict(inputs.astype(np.float32), batch_size=batch_size, verbose=0),
+                      dtype=np.float32)
 
 
-def score(model, run: Run, batch_size: int = 64) -> Scores:
-    """Return the model's top-1 predictions and accuracy on the run's test images."""
-    probabilities = model.predict(run.test_images, batch_size=batch_size, verbose=0)
-    predictions = probabilities.argmax(axis=1)
-    return Scores(predictions, float((predictions == run.test_labels).mean()))
+def top1_figures(outputs: np.ndarray, reference: np.ndarray, targets: np.ndarray | None
+                 ) -> tuple[float | None, float]:
+    """Return (accuracy on ``targets`` or None, top-1 agreement with ``reference``)."""
+    top1 = outputs.argmax(1)
+    accuracy = None if targets is None else float((top1 == targets).mean())
+    return accuracy, float((top1 == reference.argmax(1)).mean())
 
 
-def tfjs_variant(model, run: Run, build_dir: Path, name: str, reference: Scores | None,
-                 shard_bytes: int) -> tuple[Variant, Scores]:
-    """Write one TF.js variant, then score it with the weights read back from its files."""
+def tfjs_variant(model, source: Source, build_dir: Path, name: str, reference: np.ndarray,
+                 shard_bytes: int) -> Variant:
+    """Write one TF.js variant of the (already translated) ``model``; its first figures come from
+    Keras with the weights read back from its files (the runtime check replaces them)."""
     folder = build_dir / name
     files = write_layers_model(model, folder, name, shard_bytes)
     original = [np.array(v.numpy()) for v in model.weights]
     try:
         assign_weights(model, read_layers_weights(folder))
-        scores = score(model, run)
+        accuracy, agreement = top1_figures(predictions(model, source.inputs), reference,
+                                           source.targets)
     finally:
-        for variable, value in zip(model.weights, original, strict=True):
-            variable.assign(value)
-    agreement = 1.0 if reference is None else float(
-        (scores.predictions == reference.predictions).mean())
+        for variant, value in zip(model.weights, original, strict=True):
+            variant.assign(value)
     entries = [describe_file(build_dir, path, "model" if path.name == "model.json" else "weights")
                for path in files]
-    variant = Variant(name=name, engine="tfjs", format="tfjs-layers", weight_dtype=name,
-                      files=entries, bytes=sum(e.bytes for e in entries),
-                      accuracy=scores.accuracy, agreement=agreement)
-    return variant, scores
+    return Variant(name=name, engine="tfjs", format="tfjs-layers", weight_dtype=name,
+                   files=entries, bytes=sum(e.bytes for e in entries), accuracy=accuracy,
+                   agreement=agreement)
 
 
-def tflite_variants(model, run: Run, build_dir: Path, names: list[str], reference: Scores
-                    ) -> list[Variant]:
-    """Write the TFLite variants and score each natively (LiteRT, 2 threads, batch 1)."""
+def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
+                    reference: np.ndarray) -> list[Variant]:
+    """Write the TFLite variants and score each natively (LiteRT, batch 1)."""
     if not names:
         return []
-    paths = export_tflite(model, build_dir, tuple(names), run.calibration_images())
+    paths = export_tflite(model, build_dir, tuple(names), source.calibration)
     variants = []
     for name, path in paths.items():
         note = None
         if name == "tflite-int8":
-            note = f"int8 {choose_int8(path.parent, run.test_images, run.test_labels)} scales"
-        predictions = tflite_predict(path, run.test_images).argmax(axis=1)
+            note = f"int8 {choose_int8(path.parent, source.inputs, source.targets)} scales"
+        accuracy, agreement = top1_figures(tflite_predict(path, source.inputs), reference,
+                                           source.targets)
         entry = describe_file(build_dir, path, "model")
         variants.append(Variant(
             name=name, engine="litert", format="tflite", weight_dtype=name.split("-", 1)[1],
-            files=[entry], bytes=entry.bytes,
-            accuracy=float((predictions == run.test_labels).mean()),
-            agreement=float((predictions == reference.predictions).mean()), note=note,
-        ))
+            files=[entry], bytes=entry.bytes, accuracy=accuracy, agreement=agreement, note=note))
     return variants
 
 
 def apply_budget(variants: list[Variant], budget_pp: float) -> None:
-    """Mark variants whose accuracy loss against float32 exceeds ``budget_pp`` as not offered."""
-    baseline = next(v for v in variants if v.name == "float32").accuracy
+    """Mark offered variants whose accuracy loss against full precision on their engine exceeds
+    ``budget_pp`` as not offered."""
     for variant in variants:
-        if variant.accuracy is None or baseline is None:
+        baseline = next((v.accuracy for v in variants if v.engine == variant.engine
+                         and v.weight_dtype == "float32"), None)
+        if variant.accuracy is None or baseline is None or not variant.offered:
             continue
         loss_pp = (baseline - variant.accuracy) * 100
         if loss_pp > budget_pp + 1e-9:
@@ -97,51 +118,151 @@ def apply_budget(variants: list[Variant], budget_pp: float) -> None:
             variant.note = f"accuracy loss {loss_pp:.2f} pp exceeds the {budget_pp:g} pp budget"
 
 
-def convert(run_dir: Path, out: Path, *, name: str | None = None,
-            variants: tuple[str, ...] = ALL_VARIANTS, budget_pp: float | None = None) -> Build:
-    """Given a run directory, write ``out`` with one folder per variant and ``variants.json``;
-    return the build description. ``float32`` is always written: it is the reference and the
-    last fallback."""
-    settings = get_settings()
-    run = read_run(run_dir)
+def tflite_error(exc: Exception) -> str:
+    """Return one line naming the op TensorFlow's TFLite converter refused, and the way out."""
+    text = str(exc)
+    ops = sorted(set(re.findall(r"'(tf\.[A-Za-z0-9_]+)' op", text)))
+    what = f"ops {', '.join(ops)}" if ops else (text.strip().splitlines() or [type(exc).__name__])[0][:200]
+    return (f"the TFLite converter cannot export {what}; replace the layer that uses them with "
+            "standard Keras layers, or serve the TF.js variants")
+
+
+def choose(variants: tuple[str, ...], engines: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Validate the asked variants and engines; return (TF.js names, TFLite names) to write."""
     unknown = set(variants) - set(ALL_VARIANTS)
     if unknown:
         raise ModelError(f"unknown variant(s) {', '.join(sorted(unknown))}: "
                          f"choose from {', '.join(ALL_VARIANTS)}")
-    ordered = ["float32", *(v for v in TFJS_VARIANTS if v in variants and v != "float32")]
-    tflite_names = [v for v in TFLITE_VARIANTS if v in variants]
-    model = run.load_model()
+    bad = set(engines) - set(ENGINES)
+    if bad or not engines:
+        raise ModelError(f"unknown engine(s) {', '.join(sorted(bad)) or '(none)'}: choose from "
+                         f"{', '.join(ENGINES)}")
+    tfjs = [v for v in TFJS_VARIANTS if v in variants or v == "float32"] if "tfjs" in engines else []
+    tflite = [v for v in TFLITE_VARIANTS if v in variants] if "litert" in engines else []
+    return tfjs, tflite
+
+
+def convert(model_or_path: Any, out: Path, *, data: str | None = None,
+            labels: list[str] | None = None, engines: tuple[str, ...] = ENGINES,
+            value_range: tuple[float, float] | None = None, name: str | None = None,
+            variants: tuple[str, ...] = ALL_VARIANTS, budget_pp: float | None = None) -> Build:
+    """Convert a Keras model into ``out``: one folder per variant and ``variants.json``; return
+    the build description.
+
+    ``model_or_path``: a live ``keras.Model``, a ``.keras``/``.h5`` file, a SavedModel folder or a
+    ``browserml train`` run directory. ``data`` ("mnist", "shapes" or an image folder) gives
+    accuracy and int8 calibration; ``labels`` names the output units. TF.js ``float32`` is always
+    written when TF.js can express the model (it is the reference and the last fallback)."""
+    settings = get_settings()
+    tfjs_names, tflite_names = choose(tuple(variants), tuple(engines))
+    source = read_source(model_or_path, data=data, labels=labels, value_range=value_range)
+    out = Path(out)
     prepare_build_dir(out)
+    notes: dict[str, str] = {}
+    if source.calibration is None and "tflite-int8" in tflite_names:
+        tflite_names.remove("tflite-int8")
+        notes["tflite-int8"] = INT8_NEEDS_DATA
+    reference = predictions(source.model, source.inputs)
     written: list[Variant] = []
     with progress_bar() as bar:
-        task = bar.add_task("convert", total=len(ordered) + bool(tflite_names), status="")
-        reference = None
-        for variant_name in ordered:
-            bar.update(task, status=variant_name)
-            variant, scores = tfjs_variant(model, run, out, variant_name, reference,
-                                           settings.shard_bytes)
-            reference = reference or scores
-            written.append(variant)
-            bar.advance(task)
+        task = bar.add_task("convert", total=len(tfjs_names) + bool(tflite_names), status="")
+        written += write_tfjs(source, out, tfjs_names, reference, notes, bar, task)
         bar.update(task, status="tflite")
-        written += tflite_variants(model, run, out, tflite_names, reference)
+        written += write_tflite(source, out, tflite_names, reference, notes)
         bar.advance(task)
+    if not written:
+        raise ModelError("no engine can serve this model: "
+                         + "; ".join(f"{k}: {v}" for k, v in notes.items()))
+    check_variants(out, written, source.inputs, reference, source.targets,
+                   settings.verify_tolerance)
     apply_budget(written, settings.accuracy_budget_pp if budget_pp is None else budget_pp)
-    size = run.info["input_size"]
     build = Build(
-        name=name or Path(out).name, source="browserml-train", architecture=run.info["arch"],
-        labels=run.labels, input=InputSpec(height=size, width=size, channels=run.info["channels"]),
-        test_samples=len(run.test_labels), keras_accuracy=run.metrics.get("test_accuracy"),
-        variants=written,
+        name=name or out.name, source=source_kind(source), architecture=source.architecture,
+        labels=source.labels, input=InputSpec(height=source.height, width=source.width,
+                                              channels=source.channels,
+                                              value_range=source.value_range),
+        test_samples=len(source.inputs), keras_accuracy=keras_accuracy(source, reference),
+        variants=written, origin=keep_origin(source, out), engine_notes=notes,
+        measured_on=source.measured_on,
     )
     write_build(out, build)
     return build
 
 
+def write_tfjs(source: Source, out: Path, names: list[str], reference: np.ndarray,
+               notes: dict[str, str], bar, task) -> list[Variant]:
+    """Translate the model for TF.js and write its variants; when TF.js cannot express it,
+    record why in ``notes['tfjs']`` and write none."""
+    if not names:
+        return []
+    if source.saved_model:
+        notes["tfjs"] = ("a SavedModel holds a TensorFlow graph, not Keras layers; convert the "
+                         ".keras file for TF.js variants")
+        return []
+    try:
+        model = tfjs_model(source.model)
+    except (FormatError, ModelError) as exc:
+        notes["tfjs"] = str(exc)
+        return []
+    written = []
+    for variant_name in names:
+        bar.update(task, status=variant_name)
+        written.append(tfjs_variant(model, source, out, variant_name, reference,
+                                    get_settings().shard_bytes))
+        bar.advance(task)
+    return written
+
+
+def write_tflite(source: Source, out: Path, names: list[str], reference: np.ndarray,
+                 notes: dict[str, str]) -> list[Variant]:
+    """Export the inference graph to TFLite; when the converter refuses, record why in
+    ``notes['litert']`` (one line naming the ops) and write none."""
+    if not names:
+        return []
+    try:
+        model = source.model if source.saved_model else inference_model(source.model)
+        return tflite_variants(model, source, out, names, reference)
+    except ModelError as exc:
+        notes["litert"] = str(exc)
+    except Exception as exc:  # TensorFlow's ConverterError and friends: many types, long text
+        if type(exc).__name__ not in ("ConverterError", "ValueError", "TypeError",
+                                      "NotImplementedError", "InvalidArgumentError"):
+            raise
+        notes["litert"] = tflite_error(exc)
+    for folder in TFLITE_VARIANTS:
+        if (out / folder).exists():
+            import shutil
+
+            shutil.rmtree(out / folder)
+    return []
+
+
+def source_kind(source: Source) -> str:
+    """The build's ``source`` string: a training run, a model file, or a live model."""
+    if "run" in source.origin:
+        return "browserml-train"
+    return f"keras:{source.origin['model']}" if source.origin.get("model") else "keras:live"
+
+
+def keras_accuracy(source: Source, reference: np.ndarray) -> float | None:
+    """Keras float32 test accuracy (None when measured on generated inputs)."""
+    return None if source.targets is None else float(
+        (reference.argmax(1) == source.targets).mean())
+
+
+def keep_origin(source: Source, out: Path) -> dict:
+    """Return the origin verify needs; a live model is saved beside the variants first."""
+    origin = dict(source.origin)
+    if "run" not in origin and origin.get("model") is None:
+        source.model.save(out / SOURCE_MODEL)
+        origin["model"] = SOURCE_MODEL
+    return origin
+
+
 def variant_rows(build: Build) -> list[dict]:
-    """Return one row per variant for the table and ``--json``: bytes, ratio to float32,
-    accuracy, change in percentage points and agreement."""
-    baseline = build.variant("float32")
+    """Return one row per variant for the table and ``--json``: bytes, ratio to full precision,
+    accuracy, change in percentage points, agreement and the runtime check."""
+    baseline = build.reference()
     rows = []
     for variant in build.variants:
         change = (None if variant.accuracy is None or baseline.accuracy is None
@@ -151,5 +272,7 @@ def variant_rows(build: Build) -> list[dict]:
             "ratio": variant.bytes / baseline.bytes, "accuracy": variant.accuracy,
             "change_pp": change, "agreement": variant.agreement, "offered": variant.offered,
             "note": variant.note,
+            "checked": None if variant.check is None else variant.check.runtime,
+            "max_abs_diff": None if variant.check is None else variant.check.max_abs_diff,
         })
     return rows

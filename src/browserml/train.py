@@ -6,7 +6,8 @@ The run directory is the contract with ``convert``::
       model.keras     the trained Keras 3 model (preprocessing inside)
       labels.json     class names, index = output unit
       metrics.json    val/test accuracy, history, sample counts, skipped files
-      run.json        how it was made (dataset, arch, sizes, seed)
+      run.json        how it was made (dataset, arch, sizes, seed; for a backbone + head model
+                      also the base weights and their sha256, augmentation, both phases)
       test.npz        the held-out test images (uint8) and labels: convert and verify measure on these
       calib.npz       the first `calibration_samples` (1,024) training images: the int8 calibration set
 """
@@ -40,6 +41,32 @@ class RunConfig:
     head: str = "flatten"
     learning_rate: float = 1e-3
     seed: int | None = None
+    # Backbone + head training (see architectures.transfer); the defaults keep the original
+    # from-scratch path for cnn / mobilenetv2.
+    weights: str = "none"  # none | imagenet | a path (.keras, .h5, .weights.h5, model.json)
+    fine_tune: int = 0  # phase 2: unfreeze the backbone's top N layers (BatchNorm stays frozen)
+    fine_tune_epochs: int | None = None  # phase 2 epochs (default: epochs)
+    augment: str | None = None  # flip,rotation,zoom,contrast | none (default: all with weights)
+    input_range: str | None = None  # what the backbone expects (default: the family's own)
+    patience: int = 3  # early stopping on validation loss
+    dropout: float = 0.2  # before the dense head
+
+    def uses_backbone(self) -> bool:
+        """Whether this run is a backbone + head (pretrained weights, augmentation, fine-tuning
+        or a keras.applications family the original path does not build)."""
+        from .backbones import SCRATCH_ARCHITECTURES
+
+        return (self.arch not in SCRATCH_ARCHITECTURES or self.weights != "none"
+                or self.fine_tune > 0 or self.augment not in (None, "", "none")
+                or self.input_range is not None)
+
+    def augment_names(self) -> tuple[str, ...]:
+        """Return the augmentation to use: as given, else all four with pretrained weights."""
+        from .augmentation import AUGMENTATIONS, parse_augment
+
+        if self.augment is None:
+            return AUGMENTATIONS if self.weights != "none" else ()
+        return parse_augment(self.augment)
 
 
 @dataclass
@@ -53,8 +80,9 @@ class RunResult:
     skipped: list[str]
 
 
-def keras_progress(epochs: int, steps: int):
-    """Return a Keras callback drawing one rich bar per epoch (loss and accuracy as status)."""
+def keras_progress(epochs: int, steps: int, label: str = ""):
+    """Return a Keras callback drawing one rich bar per epoch (loss and accuracy as status);
+    ``label`` prefixes each bar (the training phase)."""
     import keras
 
     class RichProgress(keras.callbacks.Callback):
@@ -63,7 +91,8 @@ def keras_progress(epochs: int, steps: int):
             self.bar.start()
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.task = self.bar.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, status="")
+            self.task = self.bar.add_task(f"{label}epoch {epoch + 1}/{epochs}", total=steps,
+                                          status="")
 
         def on_train_batch_end(self, batch, logs=None):
             logs = logs or {}
@@ -88,6 +117,10 @@ def train(config: RunConfig, out: Path) -> RunResult:
     Deterministic for a given seed (data split, initialisation, dropout and shuffling).
     """
     seed = config.seed if config.seed is not None else get_settings().seed
+    if config.uses_backbone():
+        from .finetune import train_backbone
+
+        return train_backbone(config, out, seed)
     # Data first: a bad dataset fails at once with one clear line, before TensorFlow starts (and
     # logs to stderr). The loaders and the split use their own seeded generators.
     data = datasets.load(config.data, input_size=config.input_size, limit=config.limit,
@@ -125,8 +158,9 @@ def train(config: RunConfig, out: Path) -> RunResult:
 
 def write_run(out: Path, model, config: RunConfig, seed: int, data: datasets.Dataset,
               splits: datasets.Splits, history: dict, val_accuracy: float,
-              test_accuracy: float) -> None:
-    """Write every file of the run directory (see the module docstring)."""
+              test_accuracy: float, extra: dict | None = None) -> None:
+    """Write every file of the run directory (see the module docstring); ``extra`` adds to
+    run.json (and its ``phases`` to metrics.json)."""
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.keras")
     (out / "labels.json").write_text(json.dumps(data.class_names) + "\n")
@@ -138,10 +172,12 @@ def write_run(out: Path, model, config: RunConfig, seed: int, data: datasets.Dat
         "skipped": data.skipped,
         "history": {k: [float(v) for v in vals] for k, vals in history.items()},
     }
+    if extra and "phases" in extra:
+        metrics["phases"] = extra["phases"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     run = {"data": config.data, "arch": config.arch, "input_size": config.input_size,
            "channels": int(data.images.shape[-1]), "epochs": config.epochs, "seed": seed,
-           "limit": config.limit, "alpha": config.alpha, "head": config.head}
+           "limit": config.limit, "alpha": config.alpha, "head": config.head, **(extra or {})}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     np.savez_compressed(out / "test.npz", images=splits.test.images, labels=splits.test.labels)
     write_calibration(out, splits.train.images)

@@ -43,6 +43,19 @@ class FileEntry(BaseModel):
     role: Literal["model", "weights"]
 
 
+class RuntimeCheck(BaseModel):
+    """A variant loaded and run in the runtime that will serve it, compared with Keras."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runtime: str = Field(description="e.g. 'tfjs 4.22 wasm in Chromium', 'litert.js wasm in Chromium'.")
+    samples: int = Field(ge=0, description="Inputs compared.")
+    max_abs_diff: float | None = Field(None, description="Largest output difference from Keras.")
+    agreement: float | None = Field(None, description="Top-1 agreement with Keras float32.")
+    passed: bool
+    error: str | None = Field(None, description="Why it failed to load or run, if it did.")
+
+
 class Variant(BaseModel):
     """One runnable form of the model (a precision on an engine)."""
 
@@ -58,6 +71,9 @@ class Variant(BaseModel):
     agreement: float | None = Field(None, description="Top-1 agreement with float32 on test data.")
     offered: bool = Field(True, description="False when the accuracy loss exceeds the budget.")
     note: str | None = Field(None, description="Why a variant is not offered, or other caveats.")
+    check: RuntimeCheck | None = Field(
+        None, description="Its load and run in its own runtime; publish refuses an offered "
+                          "variant without a passed check.")
 
 
 class InputSpec(BaseModel):
@@ -85,6 +101,13 @@ class Build(BaseModel):
     test_samples: int | None = None
     keras_accuracy: float | None = None
     variants: list[Variant]
+    origin: dict | None = Field(
+        None, description="Where convert read the model and data ({run} or {model, data, seed}); "
+                          "verify finds its reference from it.")
+    engine_notes: dict[str, str] = Field(
+        default_factory=dict, description="Per engine, why it has no variant (e.g. a layer TF.js "
+                                          "cannot run).")
+    measured_on: str | None = Field(None, description="'test images' or 'generated inputs'.")
 
     def variant(self, name: str) -> Variant:
         """Given a variant name, return it, or raise FormatError naming the ones that exist."""
@@ -93,6 +116,15 @@ class Build(BaseModel):
                 return variant
         known = ", ".join(v.name for v in self.variants)
         raise FormatError(f"no variant {name!r} in this build (it has: {known})")
+
+    def reference(self) -> Variant:
+        """Return the full-precision variant others are compared with: TF.js float32, or
+        tflite-float32 for a build TF.js cannot serve."""
+        for name in ("float32", "tflite-float32"):
+            for variant in self.variants:
+                if variant.name == name:
+                    return variant
+        return self.variants[0]
 
 
 def sha256_file(path: Path) -> str:
@@ -124,7 +156,10 @@ def write_build(build_dir: Path, build: Build) -> Path:
 
 
 # What a build dir may hold before it has a variants.json (a convert that stopped half-way).
-BUILD_ENTRY = re.compile(r"(float32|float16|uint8|tflite-[a-z0-9]+|variants\.json\.tmp)")
+BUILD_ENTRY = re.compile(r"(float32|float16|uint8|tflite-[a-z0-9]+|variants\.json\.tmp|"
+                         r"source\.keras)")
+# Where convert keeps a live keras.Model it was given, so verify can compare with it later.
+SOURCE_MODEL = "source.keras"
 
 
 def prepare_build_dir(out: Path) -> None:

@@ -5,14 +5,15 @@ import { loadLiteRt, loadAndCompile, Tensor } from '/vendor/@litertjs/core/dist/
 
 let runtime = null;
 
-function decodeBase64(b64) {
+// Python sends uint8 pixels, or float32 values (dtype 'float32') for models fed another range.
+function decodeBase64(b64, dtype) {
   const bin = atob(b64);
   const out = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
+  return dtype === 'float32' ? new Float32Array(out.buffer) : out;
 }
 
-window.browsermlVerifyLitert = async ({ variant, shape, batches }) => {
+window.browsermlVerifyLitert = async ({ variant, shape, batches, dtype }) => {
   const threads = self.crossOriginIsolated === true;
   runtime = runtime || loadLiteRt('/vendor/@litertjs/core/wasm/', { threads });
   await runtime;
@@ -24,7 +25,7 @@ window.browsermlVerifyLitert = async ({ variant, shape, batches }) => {
   const outputs = [];
   try {
     for (const b64 of batches) {
-      const pixels = decodeBase64(b64);
+      const pixels = decodeBase64(b64, dtype);
       for (let offset = 0; offset < pixels.length; offset += size) {
         const input = new Tensor(Float32Array.from(pixels.subarray(offset, offset + size)), [1, ...shape]);
         const results = await model.run([input]);

@@ -9,7 +9,14 @@ tfjs-layers deserialises Keras 2 JSON. Keras 3 changed the shape in a few places
   layers lose ``build_config``;
 * functional ``inbound_nodes`` ``[{"args": [tensor | [tensors]], "kwargs": {}}]`` ->
   ``[[[layer, node_index, tensor_index, {}], ...]]``;
-* keys tfjs-layers does not know and that hold their neutral default are dropped.
+* keys tfjs-layers does not know and that hold their neutral default are dropped;
+* initializers, regularizers and constraints are dropped: inference never uses them, and Keras 3
+  writes some (``LecunNormal``, its ``L1L2``) in forms tfjs-layers cannot read;
+* activation names Keras 3 writes for functions tfjs-layers knows under another name are mapped
+  (``silu`` is TF.js's ``swish``).
+
+Layers tfjs-layers lacks or defines differently are rewritten before this step, in Keras, by
+:mod:`browserml.tfjs.rewrite`.
 
 A layer class tfjs-layers cannot build is refused here, naming it, rather than at load time in a
 user's browser.
@@ -25,19 +32,30 @@ from ..errors import FormatError
 KERAS2_VERSION = "2.15.0"
 
 # Layer classes tfjs-layers 4.22 deserialises (the subset a Keras image classifier uses).
+# Resizing and CenterCrop are absent on purpose: tfjs-layers 4.22's own fail at predict.
 SUPPORTED_LAYERS = {
     "InputLayer", "Rescaling", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
     "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten", "Dropout",
     "Dense", "BatchNormalization", "ReLU", "Activation", "ZeroPadding2D", "Add", "Concatenate",
-    "Multiply", "Reshape", "Softmax", "LeakyReLU", "Resizing", "CenterCrop", "LayerNormalization",
+    "Multiply", "Reshape", "Softmax", "LeakyReLU", "LayerNormalization",
     "SpatialDropout2D", "UpSampling2D", "Conv2DTranspose", "Cropping2D", "Permute",
+    "PReLU", "ELU", "ThresholdedReLU", "Subtract", "Average", "Maximum", "Minimum", "Dot",
+    "Conv1D", "Conv3D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D", "MaxPooling3D", "AveragePooling3D", "LSTM", "GRU", "SimpleRNN",
+    "Bidirectional", "TimeDistributed", "Embedding", "RepeatVector", "Masking",
+    "BrowserMLResize",
 }
+# Keras 3 activation names that tfjs-layers knows under another name.
+ACTIVATION_NAMES = {"silu": "swish", "log_softmax": "logSoftmax"}
+# Config keys ending so are dropped: inference does not use them.
+TRAINING_KEY_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 
 # Keras 3 config keys with no tfjs-layers meaning, dropped when they hold these neutral values.
 NEUTRAL_KEYS = {
     "optional": False, "ragged": False, "groups": 1, "lora_rank": None, "lora_alpha": None,
     "synchronized": False, "keepdims": False, "quantization_config": None,
     "input_axes": None, "output_axes": None, "negative_slope": 0.0, "threshold": 0.0,
+    "rms_scaling": False,
 }
 # Keras 3 keys dropped whatever their value (they only matter for training-time behaviour that
 # TF.js inference never uses).
@@ -56,6 +74,10 @@ def translate_object(value: Any) -> Any:
     for key, item in value.items():
         if key in DROPPED_KEYS or (key in NEUTRAL_KEYS and item == NEUTRAL_KEYS[key]):
             continue
+        if key.endswith(TRAINING_KEY_SUFFIXES) or key == "activity_regularizer":
+            continue
+        if key in ("activation", "recurrent_activation") and isinstance(item, str):
+            item = ACTIVATION_NAMES.get(item, item)
         out[key] = translate_object(item)
     return out
 
@@ -80,7 +102,7 @@ def translate_layer(layer: dict) -> dict:
     if class_name not in SUPPORTED_LAYERS:
         raise FormatError(
             f"layer {layer.get('name') or layer['config'].get('name')!r} is a {class_name}, "
-            "which TF.js layers cannot load"
+            "which TF.js layers cannot load; the TFLite variants serve this model"
         )
     raw = dict(layer["config"])
     if class_name == "LeakyReLU" and "negative_slope" in raw:
@@ -91,6 +113,7 @@ def translate_layer(layer: dict) -> dict:
             f"layer {layer.get('name') or config.get('name')!r} is a ReLU with negative_slope or "
             "threshold, which TF.js layers cannot load (its ReLU has only max_value)"
         )
+    refuse_unfaithful(layer.get("name") or config.get("name"), class_name, config)
     if class_name == "InputLayer" and "batch_shape" in config:
         config["batch_input_shape"] = config.pop("batch_shape")
     out = {"class_name": class_name, "config": config}
@@ -99,6 +122,21 @@ def translate_layer(layer: dict) -> dict:
     if "inbound_nodes" in layer:
         out["inbound_nodes"] = [translate_node_args(node["args"]) for node in layer["inbound_nodes"]]
     return out
+
+
+def refuse_unfaithful(name: str, class_name: str, config: dict) -> None:
+    """Raise FormatError for layer forms tfjs-layers loads but computes differently from Keras."""
+    if class_name == "UpSampling2D" and config.get("interpolation", "nearest") != "nearest":
+        raise FormatError(f"layer {name!r} is an UpSampling2D with {config['interpolation']} "
+                          "interpolation, which TF.js layers computes differently; the TFLite "
+                          "variants serve this model")
+    if class_name == "LayerNormalization" and config.get("rms_scaling"):
+        raise FormatError(f"layer {name!r} is a LayerNormalization with rms_scaling, which TF.js "
+                          "layers cannot run; the TFLite variants serve this model")
+    if config.get("activation") in ("hard_sigmoid", "hard_silu", "hard_swish"):
+        raise FormatError(f"layer {name!r} uses Keras 3's {config['activation']}, which TF.js "
+                          "lacks or defines differently; write the model through "
+                          "browserml.tfjs.rewrite.tfjs_model, which rewrites it")
 
 
 def keras_to_tfjs_topology(keras_config: dict) -> dict:
