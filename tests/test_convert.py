@@ -211,8 +211,8 @@ def test_budget_is_applied_by_convert(digits_build, build):
 
 
 def test_missing_model_or_run_dir(tmp_path):
-    with pytest.raises(ModelError, match="not found; give a .keras or .h5 file, a SavedModel "
-                                         "folder or a 'browserml train' run directory"):
+    with pytest.raises(ModelError, match=r"not found; give a \.keras or \.h5 file, a SavedModel "
+                                         r"folder or a 'browserml train' run directory"):
         convert(tmp_path / "runs" / "nothing", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

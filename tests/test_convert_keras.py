@@ -163,7 +163,7 @@ def test_formerly_wrong_layers_are_now_right(tmp_path):
     classes = [layer["class_name"] for layer in document["modelTopology"]["config"]["layers"]]
     assert classes.count("BrowserMLResize") == 2 and "Activation" not in classes
     raw = json.loads(model.to_json())
-    with pytest.raises(FormatError, match="hard_sigmoid, which TF.js lacks or defines differently"):
+    with pytest.raises(FormatError, match=r"hard_sigmoid, which TF\.js lacks or defines differently"):
         keras_to_tfjs_topology(raw)
     raw["config"]["layers"] = [layer for layer in raw["config"]["layers"]
                                if layer["class_name"] != "Activation"]
@@ -253,11 +253,11 @@ def test_lambda_with_python_code_names_the_layer_and_the_way_out(tmp_path):
     inputs = image_input()
     x = layers.Lambda(lambda t: t * 2.0, name="doubler")(inputs)
     model = keras.Model(inputs, layers.Dense(2)(layers.Flatten()(x)))
-    with pytest.raises(FormatError, match="'doubler' is a Lambda.*TFLite variants serve"):
+    with pytest.raises(FormatError, match=r"'doubler' is a Lambda.*TFLite variants serve"):
         tfjs_model(model)
     path = tmp_path / "lambda.keras"
     model.save(path)
-    with pytest.raises(ModelError, match="Lambda layer with Python code.*safe_mode=False") as info:
+    with pytest.raises(ModelError, match=r"Lambda layer with Python code.*safe_mode=False") as info:
         convert(path, tmp_path / "out")
     assert "\n" not in str(info.value)
 
