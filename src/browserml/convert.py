@@ -250,7 +250,10 @@ def source_kind(source: Source) -> str:
 
 
 def keras_accuracy(source: Source, reference: np.ndarray) -> float | None:
-    """Keras float32 test accuracy (None when measured on generated inputs)."""
+    """Keras float32 test accuracy: a run's recorded one, else measured here (None when measured
+    on generated inputs)."""
+    if source.keras_accuracy is not None:
+        return source.keras_accuracy
     return None if source.targets is None else float(
         (reference.argmax(1) == source.targets).mean())
 

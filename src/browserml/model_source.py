@@ -73,7 +73,7 @@ def run_source(run_dir: Path, value_range: tuple[float, float] | None) -> Source
 
     run = read_run(run_dir)
     model = run.load_model()
-    _, height, width, channels = (int(d) for d in model.inputs[0].shape)
+    height, width, channels = input_shape(model)
     return Source(model=model, labels=run.labels, height=height, width=width, channels=channels,
                   value_range=value_range or (0.0, 255.0), inputs=run.test_images,
                   targets=run.test_labels, calibration=run.calibration_images(),
