@@ -225,6 +225,23 @@ export class TfjsEngine {
   }
 
   /**
+   * Free one backend that is not the active one — a probed backend that lost, with its texture
+   * pool / GPU buffers / wasm heap — so it does not stay alive beside the one that serves. Its
+   * factory stays registered: a later useBackend(name) starts a fresh instance.
+   * @param {string} name
+   */
+  releaseBackend(name) {
+    const engine = this.tf && this.tf.engine();
+    if (!engine || !engine.registry || !(name in engine.registry) || this.backend() === name) return false;
+    try {
+      if (typeof engine.disposeRegisteredKernels === 'function') engine.disposeRegisteredKernels(name);
+      engine.registry[name].dispose();
+    } catch { /* lost context: nothing left to free */ }
+    delete engine.registry[name];
+    return true;
+  }
+
+  /**
    * Throw away every backend instance (their memory, texture pools and wasm heaps) so the next
    * useBackend starts fresh. The SDK owns the TF.js instance it loads; a page that shares `tf`
    * with the SDK loses its own tensors here too.
