@@ -24,31 +24,42 @@ import { LITERT_PREFERENCE } from './selection.js';
 export const GPU_BACKENDS = Object.freeze(['webgpu', 'webgl']);
 
 /**
- * Bytes of each engine's runtime a page downloads and compiles before its first prediction
- * (measured on the vendored files: tf.min.js 1.47 MB, the wasm backend's script 0.15 MB + its
- * threaded-SIMD wasm 0.44 MB, the WebGPU backend 0.33 MB; LiteRT.js's wasm 9.45 MB + glue 0.32 MB).
+ * Start-up cost model, in ms, calibrated on measured cold starts (GPU machine, Chromium 156,
+ * 2026-11-30; `load` breakdown of the SDK's own stats): what an engine's runtime costs to bring up
+ * (download at TRANSFER_BYTES_PER_MS of its compressed bytes + parse / compile: TF.js's 1.47 MB
+ * tf.min.js is JavaScript to parse, 400-465 ms with its wasm backend; LiteRT.js's 9.4 MB wasm
+ * streams through the baseline compiler and was up in 250-350 ms), and what a model costs per MB
+ * of its variant to build and to run its first prediction on each engine (TF.js dequantizes to
+ * float32 tensors and packs weights at the first run: 616 + 935 ms for the 25 MB uint8 CNN;
+ * LiteRT.js maps the flatbuffer: 268 + 49 ms for the 25 MB int8 CNN).
  */
-export const RUNTIME_BYTES = Object.freeze({
-  tfjs: { core: 1470000, wasm: 585000, webgpu: 326000, webgl: 0, cpu: 0 },
-  litert: { core: 9800000, wasm: 0, webgpu: 0 },
+export const RUNTIME_MS = Object.freeze({
+  tfjs: { core: 350, wasm: 60, webgpu: 60, webgl: 0, cpu: 0 },
+  litert: { core: 250, wasm: 0, webgpu: 0 },
 });
+/** Compressed bytes of each runtime (what crosses the network on a cold visit). */
+export const RUNTIME_BYTES = Object.freeze({
+  tfjs: { core: 420000, wasm: 260000, webgpu: 90000, webgl: 0, cpu: 0 },
+  litert: { core: 2900000, wasm: 0, webgpu: 0 },
+});
+/** Build + first-run ms per MB of variant bytes, per engine. */
+export const MS_PER_MB = Object.freeze({ tfjs: 60, litert: 12 });
 
 /**
- * What a first prediction costs beyond the bytes, in ms, before anything was measured on this
- * device: shader compilation on a GPU (the write-up's 500-800 ms on WebGL; 0.2-1 s for WebGPU
- * pipelines on an H200, 1-4.8 s for WebGL there on a fresh driver cache), TF.js's cpu backend's
- * slow kernels. Only the order these produce matters.
+ * What a first prediction costs beyond that, in ms, before anything was measured on this device:
+ * shader compilation on a GPU (the write-up's 500-800 ms on WebGL; 0.3-1.1 s for WebGPU on an
+ * H200, 1.5-6.4 s for WebGL there on a fresh driver cache), TF.js's cpu backend's slow kernels.
  */
 export const COMPILE_MS = Object.freeze({
-  'tfjs/webgl': 1500, 'tfjs/webgpu': 900, 'tfjs/wasm': 50, 'tfjs/cpu': 600,
-  'litert/wasm': 150, 'litert/webgpu': 900,
+  'tfjs/webgl': 1500, 'tfjs/webgpu': 900, 'tfjs/wasm': 0, 'tfjs/cpu': 600,
+  'litert/wasm': 0, 'litert/webgpu': 900,
 });
 
 /** A software GPU is started only when nothing else can run. */
 export const SOFTWARE_PENALTY_MS = 60000;
 
-/** Nominal bytes a ms (8 MB/s): turns downloads into the same unit as compile time. */
-export const BYTES_PER_MS = 8000;
+/** Nominal network: 10 MB/s. */
+export const TRANSFER_BYTES_PER_MS = 10000;
 
 /**
  * Backends each engine can start here, from cheap facts (gpu.js, device.wasmFeatures).
@@ -137,11 +148,12 @@ export function listCandidates(manifest, opts) {
  */
 export function startCost(c, state = {}) {
   const loaded = state.loaded || new Set();
-  const rt = RUNTIME_BYTES[c.engine] || {};
-  let bytes = c.bytes;
-  if (!loaded.has(c.engine)) bytes += rt.core || 0;
-  if (!loaded.has(`${c.engine}/${c.backend}`)) bytes += rt[c.backend] || 0;
-  return bytes / BYTES_PER_MS + compileCost(c, state.compileMs) + (c.software ? SOFTWARE_PENALTY_MS : 0);
+  const ms = RUNTIME_MS[c.engine] || {};
+  const bytes = RUNTIME_BYTES[c.engine] || {};
+  let cost = c.bytes / TRANSFER_BYTES_PER_MS + (c.bytes / 1e6) * (MS_PER_MB[c.engine] ?? 60);
+  if (!loaded.has(c.engine)) cost += (ms.core || 0) + (bytes.core || 0) / TRANSFER_BYTES_PER_MS;
+  if (!loaded.has(`${c.engine}/${c.backend}`)) cost += (ms[c.backend] || 0) + (bytes[c.backend] || 0) / TRANSFER_BYTES_PER_MS;
+  return cost + compileCost(c, state.compileMs) + (c.software ? SOFTWARE_PENALTY_MS : 0);
 }
 
 /**

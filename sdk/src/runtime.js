@@ -13,7 +13,7 @@
  */
 
 import { BlobCache } from './cache.js';
-import { listCandidates, engineBackends } from './candidates.js';
+import { GPU_BACKENDS, engineBackends, listCandidates } from './candidates.js';
 import { deviceClass, deviceKey, wasmFeatures } from './device.js';
 import { EngineError, InputError, LoadError, toPlain } from './errors.js';
 import { Engines } from './engines/index.js';
@@ -137,14 +137,15 @@ export class Runtime {
     const t0 = now();
     const o = this.options;
     this.telemetry.emit('init', { model: o.model, channel: o.channel, crossOriginIsolated: Boolean(globalThis.crossOriginIsolated) });
-    // The engine this model started on last time (any version) starts loading while the manifest
-    // is in flight: both are on the critical path of a repeat visit, neither depends on the other.
+    // The engine this model ran on last time (any version) starts loading while the manifest is in
+    // flight: both are on the critical path of a repeat visit, neither depends on the other. A cold
+    // visit loads nothing before the start policy has chosen (a LiteRT-only model, or one that
+    // starts on LiteRT.js, must not pay for tf.min.js).
     const hint = o.remember && this.store && this.store.get(this._hintKey());
-    const early = (hint && hint.engine) || (o.engines && o.engines.length === 1 ? o.engines[0] : 'tfjs');
+    const early = hint && hint.engine ? hint.engine : (o.engines && o.engines.length === 1 ? o.engines[0] : null);
     const te = now();
-    const engineReady = this.engines.get(early).then(() => now() - te);
+    const engineReady = early ? this.engines.get(early).then(() => now() - te) : Promise.resolve(null);
     engineReady.catch(() => {});
-    const gpuReady = this._gpu();
     try {
       const { manifest, source, ms: manifestMs } = await fetchManifest({
         server: this.server, model: o.model, channel: o.channel, clientId: o.clientId, fetch: this.fetch, cache: this.cache,
@@ -156,28 +157,23 @@ export class Runtime {
       this.remembered = remembered;
       if (remembered && remembered.compile) Object.assign(this.compileMs, remembered.compile);
       if (remembered && remembered.batch) this.batching = { ...remembered.batch };
-      this.gpu = await gpuReady;
-      this.candidates = listCandidates(manifest, {
-        backends: engineBackends(this.gpu, this.features), gpu: this.gpu,
-        allowBackends: o.backends, allowVariants: o.variants,
-        engines: o.litert === 'off' ? (o.engines || ['tfjs', 'litert']).filter((e) => e !== 'litert') : o.engines,
-      });
+      // GPU facts (an adapter request, a WebGL context) are not on the way to the first answer:
+      // the start is on a CPU path whenever one is allowed (a GPU's first prediction compiles
+      // shaders); they are read for the upgrade, after the first answer.
+      this.candidates = this._listCandidates(null);
+      if (!this.candidates.length) this.candidates = this._listCandidates(await this._gpuFacts());
       if (!this.candidates.length) {
         throw new LoadError(`no candidate: the manifest's variants (${manifest.variants.map((v) => v.name).join(', ')}) `
           + `and this browser's backends do not meet the options (backends ${o.backends || 'any'}, variants ${o.variants || 'any'})`, 'backend-init');
       }
       let engineMs = null;
       const files = await this._start(remembered, () => engineReady.then((ms) => { engineMs = ms; }, () => {}));
-      if (o.remember && this.store) {
-        this.store.set(this._hintKey(), { engine: this.current.engine, at: Date.now() });
-        if (this.selection.source !== 'remembered') this.store.set(this.choiceKey, this._record({ measured: false }));
-      }
+      if (o.remember && this.store && this.selection.source !== 'remembered') this._remember({ measured: false });
       this.loadInfo = {
         ms: now() - t0, manifestMs, manifestSource: source, engineMs, filesMs: files.ms,
         fromCache: files.fromCache, fromNetwork: files.fromNetwork, bytesFetched: files.bytesFetched,
         evicted: files.evicted, selectionMs: this.selection.ms, selection: this.selection.source,
         firstMs: this.selection.results.length ? this.selection.results[this.selection.results.length - 1].warmupMs : null,
-        gpu: this.gpu,
       };
       this.telemetry.emit('load', { ...this.loadInfo, probes: this.selection.results });
       return this;
@@ -189,6 +185,38 @@ export class Runtime {
 
   _hintKey() {
     return `browserml:engine:${deviceKey()}:${this.options.model}`;
+  }
+
+  /** Candidates for these GPU facts (null: CPU backends only). */
+  _listCandidates(gpu) {
+    const o = this.options;
+    return listCandidates(this.manifest, {
+      backends: engineBackends(gpu, this.features), gpu,
+      allowBackends: o.backends, allowVariants: o.variants,
+      engines: o.litert === 'off' ? (o.engines || ['tfjs', 'litert']).filter((e) => e !== 'litert') : o.engines,
+    });
+  }
+
+  /** GPU facts, asked once; the candidate list grows by the GPU backends they allow. */
+  async _gpuFacts() {
+    if (!this._gpuPromise) {
+      this._gpuPromise = Promise.resolve(this._gpu()).then((facts) => {
+        this.gpu = facts;
+        if (this.manifest) {
+          const known = new Set((this.candidates || []).map(candidateKey));
+          this.candidates = [...(this.candidates || []), ...this._listCandidates(facts).filter((c) => !known.has(candidateKey(c)))];
+        }
+        return facts;
+      });
+    }
+    return this._gpuPromise;
+  }
+
+  /** Store the current choice (and the engine hint a repeat visit pre-loads). @param {object} extra */
+  _remember(extra) {
+    if (!this.options.remember || !this.store || !this.current) return;
+    this.store.set(this.choiceKey, this._record(extra));
+    this.store.set(this._hintKey(), { engine: this.current.engine, at: Date.now() });
   }
 
   /** The remembered record of the current choice. @param {object} extra */
@@ -207,8 +235,21 @@ export class Runtime {
     const t0 = now();
     let files = { fromCache: 0, fromNetwork: 0, bytesFetched: 0, ms: 0, evicted: [] };
     const results = [];
+    // A remembered GPU path answers its first prediction only after compiling its shaders
+    // (0.3-1 s on an H200, seconds on WebGL): answer first on the same engine's CPU path (same
+    // runtime, nothing more to download) and move to the GPU path in idle time.
+    let first = remembered;
+    this._promote = null;
+    if (remembered && isMeasured(remembered) && GPU_BACKENDS.includes(remembered.backend)) {
+      const cpu = this.candidates.filter((c) => c.engine === remembered.engine && !c.gpu);
+      const pick = cpu.find((c) => c.variant === remembered.variant) || cpu[0];
+      if (pick) {
+        first = pick;
+        this._promote = { engine: remembered.engine, backend: remembered.backend, variant: remembered.variant };
+      }
+    }
     const order = startOrder(this.candidates, {
-      remembered, loaded: this._loadedRuntimes(), compileMs: this.compileMs,
+      remembered: first, loaded: this._loadedRuntimes(), compileMs: this.compileMs,
     });
     const artifactsMemo = new Map();
     for (const c of order) {
@@ -216,6 +257,8 @@ export class Runtime {
       const candidate = { engine: c.engine, backend: c.backend, variant: c.variant };
       const memoKey = `${c.engine}/${c.variant}`;
       let artifacts = artifactsMemo.get(memoKey);
+      // The engine's runtime comes down while the model's files do.
+      this.engines.get(c.engine).catch(() => {});
       try {
         if (!artifacts) {
           const got = await this._files(c.variant, c.engine);
@@ -242,9 +285,11 @@ export class Runtime {
     if (!this.current) {
       throw new LoadError(`no variant could be loaded: ${this.fallbacks.map((f) => `${f.from}: ${f.reason}`).join('; ')}`, 'no-variant');
     }
-    const fromMemory = remembered && candidateKey(remembered) === candidateKey(this.current);
+    const fromMemory = remembered && candidateKey(first) === candidateKey(this.current);
     this.selection = { source: fromMemory ? 'remembered' : 'start', results, ms: now() - t0 };
-    if (fromMemory && isMeasured(remembered)) {
+    if (fromMemory && this._promote) {
+      this.upgrade = { state: 'pending', reason: `answering on ${candidateKey(this.current)} until the remembered ${candidateKey(this._promote)} has compiled` };
+    } else if (fromMemory && isMeasured(remembered)) {
       this.upgrade = { state: 'remembered', reason: `measured fastest on this device and model version before (${candidateKey(remembered)})` };
       this._upgradePromise = Promise.resolve(this.upgrade);
     }
@@ -369,6 +414,8 @@ export class Runtime {
     this.upgrade = { state: 'pending', reason: 'waiting for idle time', results: [] };
     this._upgradePromise = whenIdle().then(async () => {
       if (this.disposed) return this.upgrade;
+      await this._gpuFacts();
+      if (this._promote) return this._promoteRemembered();
       const o = this.options;
       const currentMs = await this._timeCurrent();
       const plan = upgradePlan({
@@ -382,6 +429,47 @@ export class Runtime {
       this.upgrade = { ...this.upgrade, state: 'failed', error: String(err && err.message ? err.message : err) };
     }).then(() => this.upgrade);
     return this._upgradePromise;
+  }
+
+  /**
+   * Move to the remembered GPU path (measured fastest on an earlier visit) now that the first
+   * answer is out: build it while predictions wait, adopt it; a failure is a fallback and the CPU
+   * path keeps serving.
+   */
+  async _promoteRemembered() {
+    const t0 = now();
+    const target = this._promote;
+    this._promote = null;
+    const known = this.candidates.find((c) => candidateKey(c) === candidateKey(target));
+    if (!known || known.software) {
+      this._fallback(target, new EngineError('the remembered GPU path is not available now', 'backend-init'), 'upgrade');
+      return this._upgradeEnd('failed', [], t0, 'the remembered GPU path is not available now (see fallbacks)');
+    }
+    const sameEngine = target.engine === this.current.engine;
+    let built = null;
+    try {
+      await this._exclusive(async () => {
+        try {
+          built = await this._build(target);
+          if (sameEngine) await built.engine.useBackend(target.backend);
+          this._adopt(target, built);
+        } catch (err) {
+          if (sameEngine) await this.engine.useBackend(this.current.backend).catch(() => {});
+          throw err;
+        }
+      });
+    } catch (err) {
+      this._markFailed(target, err);
+      this._fallback(target, err, 'upgrade');
+      this.upgrade = { state: 'failed', reason: 'the remembered GPU path failed (see fallbacks)', ms: now() - t0, results: [] };
+      this._remember({ measured: false });
+      return this.upgrade;
+    }
+    this.upgrade = {
+      state: 'remembered', reason: `measured fastest on this device and model version before (${candidateKey(target)}); first answer from the CPU path`,
+      ms: now() - t0, results: [], threads: this.engine.threadsUsed(),
+    };
+    return this.upgrade;
   }
 
   /**
@@ -534,9 +622,9 @@ export class Runtime {
       threads: this.engine ? this.engine.threadsUsed() : null,
     };
     this.selection = { ...this.selection, upgrade: results };
-    if (this.options.remember && this.store && !this.disposed) {
+    if (!this.disposed) {
       const verdict = state === 'kept' ? { litert: 'slower' } : state === 'failed' ? { litert: 'failed' } : {};
-      this.store.set(this.choiceKey, this._record({ measured: true, ...(this.current.engine === 'tfjs' ? verdict : {}) }));
+      this._remember({ measured: true, ...(this.current.engine === 'tfjs' ? verdict : {}) });
     }
     return this.upgrade;
   }
@@ -720,7 +808,7 @@ export class Runtime {
         if (this.model) this.engine.disposeModel(this.model);
         this.model = null;
         await this._activate(candidate);
-        if (this.options.remember && this.store) this.store.set(this.choiceKey, this._record({ measured: false }));
+        this._remember({ measured: false });
         return;
       } catch (e) {
         this._markFailed(candidate, e);
