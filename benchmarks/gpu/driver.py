@@ -18,17 +18,17 @@ import sys
 import time
 
 sys.path.insert(0, os.environ.get("GPU_BIN", ".gpu/bin"))
-import cdp  # noqa: E402
-import serve  # noqa: E402
+import cdp
+import serve
 
 RESULT = "window.result"
 
 
 def smi() -> str:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=memory.used,utilization.gpu,clocks.sm",
-                               "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
-    except Exception as e:  # noqa: BLE001
+        query = ["nvidia-smi", "--query-gpu=memory.used,utilization.gpu,clocks.sm", "--format=csv,noheader"]
+        return subprocess.run(query, capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception as e:
         return f"nvidia-smi: {e}"
 
 
@@ -36,7 +36,7 @@ def visit(b, base, query, timeout):
     t0 = time.time()
     try:
         value = b.run(f"{base}/bench/bench.html?{query}", RESULT, timeout=timeout)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         value = {"ok": False, "error": str(e)}
     value["wall_s"] = round(time.time() - t0, 2)
     value["query"] = query
@@ -80,7 +80,8 @@ def main():
                     visit(b, base, f"s=forced&model={args.model}&c={c}&n={args.n}", args.timeout)
         if "soak" in parts and args.soak:
             with cdp.Chromium(log=f"/tmp/chrome-soak-{args.model}.log") as b:
-                visit(b, base, f"s=soak&model={args.model}&c={args.soak}&n={args.soak_n}", max(args.timeout, 590))
+                query = f"s=soak&model={args.model}&c={args.soak}&n={args.soak_n}"
+                visit(b, base, query, max(args.timeout, 590))
     finally:
         server.shutdown()
 

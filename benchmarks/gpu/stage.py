@@ -42,7 +42,7 @@ RUNTIME_FILES = [
 
 
 def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=60) as r:  # noqa: S310 - our own loopback server
+    with urllib.request.urlopen(url, timeout=60) as r:
         return r.read()
 
 

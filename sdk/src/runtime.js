@@ -252,7 +252,8 @@ export class Runtime {
       remembered: first, loaded: this._loadedRuntimes(), compileMs: this.compileMs,
     });
     const artifactsMemo = new Map();
-    for (const c of order) {
+    while (order.length) {
+      const c = order.shift();
       if (this.failed.has(candidateKey(c)) || this.failed.has(`${c.engine}//${c.variant}`) || this.failed.has(`${c.engine}/${c.backend}/`)) continue;
       const candidate = { engine: c.engine, backend: c.backend, variant: c.variant };
       const memoKey = `${c.engine}/${c.variant}`;
@@ -269,6 +270,10 @@ export class Runtime {
       } catch (err) {
         this.failed.add(`${c.engine}//${c.variant}`);
         this._fallback(candidate, err, 'load');
+        // Bad files: the same engine and backend's next variant (uint8 -> float16 -> float32)
+        // is the fallback, before any other engine.
+        const same = order.filter((x) => x.engine === c.engine && x.backend === c.backend);
+        order.splice(0, order.length, ...same, ...order.filter((x) => !same.includes(x)));
         continue;
       }
       try {
@@ -378,14 +383,22 @@ export class Runtime {
    */
   _release(old, oldEngine) {
     if (old.engine === this.current.engine && old.backend === this.current.backend) return;
+    if (old.engine !== this.current.engine) {
+      this._releaseEngine(oldEngine);
+      return;
+    }
     try {
-      if (old.engine !== this.current.engine) {
-        if (typeof oldEngine.releaseAll === 'function') oldEngine.releaseAll();
-        else if (old.engine === 'tfjs') oldEngine.reset();
-      } else if (typeof oldEngine.releaseBackend === 'function') {
-        oldEngine.releaseBackend(old.backend);
-      }
+      if (typeof oldEngine.releaseBackend === 'function') oldEngine.releaseBackend(old.backend);
     } catch { /* best effort: memory only */ }
+  }
+
+  /** Free every backend of an engine that serves nothing now (TF.js: engine().reset()). */
+  _releaseEngine(engine) {
+    if (engine === this.engine) return;
+    try {
+      if (typeof engine.releaseAll === 'function') engine.releaseAll();
+      else if (engine.name === 'tfjs') engine.reset();
+    } catch { /* memory only */ }
   }
 
   _setCurrent(candidate) {
@@ -572,7 +585,10 @@ export class Runtime {
     } finally {
       if (!adopted && built) {
         built.engine.disposeModel(built.model);
+        // The loser's memory goes: its backend (GPU buffers, texture pool, wasm heap), or every
+        // backend of an engine that no longer serves anything.
         if (sameEngine && typeof built.engine.releaseBackend === 'function') built.engine.releaseBackend(candidate.backend);
+        else if (!sameEngine) this._releaseEngine(built.engine);
       }
     }
   }
