@@ -58,7 +58,7 @@ async function auto() {
   const afterUpgrade = performance.now();
   for (let i = 0; i < 3; i += 1) await clf.classify(img);
   const t = await timed(clf, img, n);
-  const batches = await clf._impl.measureBatches();
+  const batches = await clf.measureBatches();
   const s = clf.stats();
   await clf.dispose();
   return { ttfp, upgradeDoneAt: afterUpgrade, first: { engine: first.engine, backend: first.backend, variant: first.variant }, timing: t, batches, stats: summary(s), tfLoaded: Boolean(globalThis.tf) };
@@ -82,7 +82,7 @@ async function forced() {
   const ttfp = performance.now();
   for (let i = 0; i < 3; i += 1) await clf.classify(img);
   const t = await timed(clf, img, n);
-  const batches = q.get('batches') === '0' ? null : await clf._impl.measureBatches();
+  const batches = q.get('batches') === '0' ? null : await clf.measureBatches();
   const s = clf.stats();
   await clf.dispose();
   return { candidate: c, ok: `${first.engine}/${first.backend}/${first.variant}` === c, loadMs, ttfp, firstClassifyMs, timing: t, batches, stats: summary(s) };
