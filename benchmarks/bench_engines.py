@@ -12,7 +12,8 @@ For each build (default: ``build/digits`` and, when present, ``build/cnn224``):
 3. TF.js's default start on the same page and files: ``tf.min.js`` with the backend it picks
    (webgl here), and the wasm backend as it starts (1 thread on 2 cores) — the issue's baseline;
 4. cold time to first prediction (fresh profile, navigation start -> first answer) for the SDK
-   (auto) and for the SDK with LiteRT.js off (TF.js alone), plus the repeat visit after the upgrade.
+   (auto) and for single-engine pages (the SDK held to TF.js wasm, or to LiteRT.js wasm: only that
+   runtime loads), A B C .. C B A, plus the repeat visit after the upgrade.
 
 Every candidate runs in its own page, in A B .. B A order over the rounds, for at least
 ``--min-ms`` and ``--predictions`` calls; its figure is the median of the rounds' medians.
@@ -189,10 +190,16 @@ def timed_candidates(url: str, build: Path, name: str, rounds: int, n: int, min_
     return rows
 
 
+# Single-engine pages (issue 18's cold-start baseline): the SDK held to one engine on wasm, so the
+# page loads only that runtime, as a page written for that engine alone would.
+SINGLE_ENGINE = [("tfjs wasm alone", {"engines": ["tfjs"], "backends": ["wasm"], "litert": "off"}),
+                 ("litert wasm alone", {"engines": ["litert"], "backends": ["wasm"]})]
+
+
 def cold_visits(url: str, name: str, rounds: int) -> dict[str, list[dict]]:
-    """Cold and repeat visits for the SDK as it ships and with LiteRT.js off, alternating
-    (A B B A ...) so machine drift does not favour either."""
-    pair = [("sdk auto", {}), ("tfjs alone (litert off)", {"litert": "off"})]
+    """Cold and repeat visits for the SDK as it ships and for each single-engine page,
+    alternating (A B C .. C B A) so machine drift does not favour any."""
+    pair = [("sdk auto", {}), *SINGLE_ENGINE]
     visits: dict[str, list[dict]] = {label: [] for label, _ in pair}
     for _round, (label, options) in abba(pair, rounds):
         visits[label].append(cold_ttfp(url, name, options))
@@ -223,13 +230,18 @@ def timing_summary(rows: dict[str, list[dict]]) -> dict:
 
 
 def ttfp_summary(visits: dict[str, list[dict]]) -> dict:
-    """Median cold / repeat time to first prediction per setup, with every visit kept."""
+    """Median cold / repeat time to first prediction per setup, with every visit kept, and the
+    SDK's cold time over the fastest single-engine page's (issue 18's target: <= 1.2x)."""
     med = statistics.median
-    return {label: {"cold_ms": med(v["cold"]["ttfp"] for v in runs),
+    out = {label: {"cold_ms": med(v["cold"]["ttfp"] for v in runs),
                     "repeat_ms": med(v["repeat"]["ttfp"] for v in runs),
                     "cold_runs_ms": [round(v["cold"]["ttfp"]) for v in runs],
                     "cold_engine": runs[-1]["cold"]["engine"], "after_upgrade": runs[-1]["cold"]["after"],
                     "repeat_engine": runs[-1]["repeat"]["engine"]} for label, runs in visits.items()}
+    singles = [out[label]["cold_ms"] for label, _ in SINGLE_ENGINE if label in out]
+    if "sdk auto" in out and singles:
+        out["sdk auto"]["over_fastest_single_engine"] = out["sdk auto"]["cold_ms"] / min(singles)
+    return out
 
 
 def bench_build(build: Path, rounds: int, n: int, min_ms: int, budget_ms: int,
@@ -263,6 +275,9 @@ def print_table(report: dict) -> None:
         print(f"- cold time to first prediction, {k}: {v['cold_ms']:.0f} ms (each visit: "
               f"{', '.join(map(str, v['cold_runs_ms']))}; answered by {v['cold_engine']}, then "
               f"{v['after_upgrade']}); repeat visit {v['repeat_ms']:.0f} ms on {v['repeat_engine']}")
+        if "over_fastest_single_engine" in v:
+            print(f"  - SDK cold / fastest single-engine page: {v['over_fastest_single_engine']:.2f}x "
+                  "(target <= 1.2x)")
 
 
 def main() -> None:

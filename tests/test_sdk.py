@@ -157,7 +157,7 @@ def test_reload_makes_no_weight_request(sdk_server):
     with launch_browser() as context:
         page = open_demo(context, sdk_server.url)
         first = page.evaluate("window.browsermlDemo.stats.load")
-        assert first["fromNetwork"] >= 2 and first["selection"] == "measured"
+        assert first["fromNetwork"] >= 2 and first["selection"] == "start"
         requests: list[str] = []
         page.on("request", lambda r: requests.append(r.url))
         page.reload()

@@ -12,10 +12,11 @@
  * times the available backends within 1.5 s and keeps the fastest (remembered per device and model
  * version), warms up, and watches memory. Results are plain objects; no tensor ever leaves the SDK.
  *
- * Two engines: a cold visit starts on TF.js and answers there; after the first prediction, where
- * the device can use it and the model is big enough (option `litert`, see selection.litertPlan),
- * LiteRT.js is fetched in idle time, timed against TF.js, and kept only if faster — remembered
- * per device and model version. Results carry `engine`, `backend`, `variant` and `threads`.
+ * Two engines, TF.js and LiteRT.js (wasm or WebGPU): the first answer comes from what starts
+ * soonest (the remembered choice, else the cheapest to start; never a GPU's shader compile, never
+ * a software GPU), then the other candidates are measured in idle time and the fastest kept —
+ * remembered per device and model version (runtime.js, start.js, upgrade.js). Results carry
+ * `engine`, `backend`, `variant` and `threads`.
  *
  * One instance per model per page: loading the same (server, model, channel, worker mode) again
  * returns the same classifier (reference-counted; `dispose` frees it when the last user is done).
@@ -189,13 +190,24 @@ export class Classifier extends EventTarget {
   }
 
   /**
-   * The LiteRT.js upgrade's outcome, once decided: `{state, reason, results, ...}` with state
-   * skipped | kept | switched | failed | remembered. It starts by itself after the first
-   * prediction; calling this starts it earlier. Never rejects (failures are fallbacks).
+   * The upgrade's outcome, once decided: `{state, reason, results, skipped, ...}` with state
+   * skipped | kept | switched | failed | remembered (other candidates measured in idle time
+   * against the current path). It starts by itself after the first prediction; calling this
+   * starts it earlier. Never rejects (failures are fallbacks).
    * @returns {Promise<object>}
    */
   upgraded() {
     return this._impl.upgraded();
+  }
+
+  /**
+   * Time the current path at batch sizes 1, 8 and 32 (ms per image) and let `classifyBatch` use
+   * the best from then on (remembered with the choice). Predictions wait while it runs.
+   * @param {number[]} [sizes]
+   * @returns {Promise<{sizes: Record<string, number>, best: number}>}
+   */
+  measureBatches(sizes) {
+    return this._impl.measureBatches(sizes);
   }
 
   /** Latency, memory, engine/backend/variant/threads, wasm features (int8Dot), choice, upgrade, fallbacks. A plain object (a Promise in worker mode). */

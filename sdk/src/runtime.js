@@ -1,25 +1,35 @@
 /**
- * The classifier runtime: loads a model once, picks an (engine, backend, variant) by measuring,
+ * The classifier runtime: loads a model once, runs it on an (engine, backend, variant) candidate,
  * predicts, recovers from failures and guards memory. It runs on the page's main thread or inside
  * the SDK's worker (worker.js) unchanged: everything it needs from the page (remembered choices,
  * the telemetry sink) is injected.
+ *
+ * It is engine-agnostic; the decisions live in small modules:
+ * - candidates.js: every (engine, backend, variant) the manifest, browser and options allow;
+ * - start.js: which one answers first (remembered, else cheapest to start; no software GPU);
+ * - upgrade.js: which others to measure in idle time after the first answer, and when to switch;
+ * - engines/: TF.js and LiteRT.js behind one interface, each loaded only when tried.
  * @module runtime
  */
 
 import { BlobCache } from './cache.js';
+import { GPU_BACKENDS, engineBackends, listCandidates } from './candidates.js';
 import { deviceClass, deviceKey, wasmFeatures } from './device.js';
 import { EngineError, InputError, LoadError, toPlain } from './errors.js';
+import { Engines } from './engines/index.js';
+import { gpuFactsOnce } from './gpu.js';
 import { buildArtifacts, fetchManifest, loadVariantFiles } from './loader.js';
 import { MemoryGuard } from './memory.js';
 import { LoadProgress } from './progress.js';
 import { decode } from './preprocess.js';
 import {
-  DEFAULT_BUDGET_MS, candidateKey, choiceKey, fallbackCandidates, litertOrder, litertPlan, probeOrder, rank,
-  shareDeadline, shouldSwitch, timeRuns, variantOrder,
+  DEFAULT_BUDGET_MS, candidateKey, choiceKey, fallbackCandidates, shareDeadline, shouldSwitch, timeRuns,
 } from './selection.js';
+import { isMeasured, startOrder } from './start.js';
 import { LatencyStats, median, topK } from './stats.js';
 import { Telemetry } from './telemetry.js';
-import { TfjsEngine } from './engines/tfjs.js';
+import { DEFAULT_UPGRADE_BUDGET_MS, fitsBudget, upgradePlan } from './upgrade.js';
+import { batchChunks, bestBatch, defaultBatch } from './batching.js';
 
 /**
  * @typedef {object} LoadOptions
@@ -34,18 +44,20 @@ import { TfjsEngine } from './engines/tfjs.js';
  * @property {string} [wasmPaths] where TF.js's wasm binaries are (default the vendor tree)
  * @property {string[]} [backends] only consider these backends
  * @property {string[]} [variants] only consider these variants
- * @property {number} [selectionBudgetMs] time budget for timing backends (default 1500)
+ * @property {string[]} [engines] only consider these engines ("tfjs", "litert")
+ * @property {number} [selectionBudgetMs] time for timing one candidate against the current one (default 1500)
+ * @property {number} [upgradeBudgetMs] idle time for measuring alternatives, compile included (default 4000)
  * @property {boolean} [remember] reuse / store the measured choice (default true)
  * @property {number | object} [memoryBudget] bytes, or {numBytes, numBytesInGPU, numTensors}
  * @property {number} [memoryCheckEvery] predictions between memory checks (default 100)
  * @property {number} [maxPixels] decode cap for huge images (default 4 MP)
  * @property {boolean} [cache] use the Cache API (default true)
  * @property {number} [threads] wasm threads to ask for (TF.js: see engines/tfjs.js coreCountHint;
- *   LiteRT.js: default min(cores, 4) when crossOriginIsolated)
- * @property {'auto' | 'force' | 'off'} [litert] LiteRT.js upgrade after the first prediction
- *   (default "auto": only where it is usable, worth it and measured faster; see selection.litertPlan)
- * @property {number} [litertMinMs] size rule: TF.js must need at least this many ms a prediction
- *   before LiteRT.js is fetched (default 10)
+ *   LiteRT.js: default the device's cores when crossOriginIsolated)
+ * @property {'auto' | 'force' | 'off'} [litert] LiteRT.js in the upgrade (default "auto": measured
+ *   where usable; "force": switched to whenever it runs; "off": never loaded)
+ * @property {number} [litertMinMs] download gate: an engine not loaded yet is fetched only when the
+ *   current path needs at least this many ms a prediction (default 5)
  * @property {number} [predictSampleRate] fraction of predict events sent to telemetry (default 1)
  */
 
@@ -67,58 +79,64 @@ export function checkOutputs(rows) {
   return null;
 }
 
+/** Errors that condemn a variant's files (for every backend of its engine), not one candidate. */
+const FILE_ERRORS = new Set(['integrity', 'network', 'http', 'not-found', 'manifest']);
+
 export class Runtime {
   /**
    * @param {LoadOptions} options
    * @param {{store?: {get(k: string): any, set(k: string, v: any): void}, sink?: any,
-   *   engineFactory?: () => any, cache?: BlobCache | null, fetch?: typeof fetch,
+   *   engineFactory?: () => any, litertFactory?: () => any, cache?: BlobCache | null,
+   *   fetch?: typeof fetch, gpu?: () => Promise<import('./gpu.js').GpuFacts>,
    *   progress?: (event: import('./progress.js').ProgressEvent) => void}} [deps]
    *   progress: called with load progress (see progress.js), at load and on later loads
    */
   constructor(options, deps = {}) {
     if (!options || !options.model) throw new TypeError('BrowserML.load needs {model}');
     const origin = globalThis.location ? globalThis.location.origin : undefined;
-    this.options = { channel: 'stable', selectionBudgetMs: DEFAULT_BUDGET_MS, remember: true, cache: true, ...options };
+    this.options = {
+      channel: 'stable', selectionBudgetMs: DEFAULT_BUDGET_MS, upgradeBudgetMs: DEFAULT_UPGRADE_BUDGET_MS,
+      remember: true, cache: true, ...options,
+    };
     this.server = new URL(this.options.server || origin || '', origin).href;
     this.store = deps.store || null;
     this.cache = this.options.cache === false ? null : (deps.cache !== undefined ? deps.cache : new BlobCache());
     this.fetch = deps.fetch;
-    const vendor = this.options.vendor || new URL('vendor/', this.server.endsWith('/') ? this.server : `${this.server}/`).href;
-    /** The TF.js engine: always what a cold visit starts on. */
-    const runtimes = this.options.runtimes || {};
-    this.tfjs = deps.engineFactory ? deps.engineFactory() : new TfjsEngine({
-      vendor, threads: this.options.threads, tf: runtimes.tf, tfWasm: runtimes.tfWasm, wasmPaths: this.options.wasmPaths,
+    /** What wasm engines can use on this device (threads, relaxed SIMD, int8 dot product, cores). */
+    this.features = wasmFeatures();
+    const vendor = this.options.vendor || new URL('/vendor/', this.server).href;
+    const factories = {};
+    if (deps.engineFactory) factories.tfjs = deps.engineFactory;
+    if (deps.litertFactory) factories.litert = deps.litertFactory;
+    this.engines = new Engines({
+      vendor, threads: this.options.threads, features: this.features, factories,
+      runtimes: this.options.runtimes, wasmPaths: this.options.wasmPaths,
     });
-    /** The LiteRT.js engine, created (and its 9.4 MB wasm fetched) only when tried. */
-    this.litert = null;
-    // engines/litert.js itself is imported on first use too: a page that never tries LiteRT.js
-    // fetches nothing of it.
-    this._litertFactory = deps.litertFactory || (async () => {
-      const { LitertEngine } = await import('./engines/litert.js');
-      return new LitertEngine({ vendor, threads: this.options.threads, features: this.features, lib: runtimes.litert });
-    });
-    /** The engine of the current candidate. */
-    this.engine = this.tfjs;
-    /** What happened to the LiteRT.js upgrade: state none | skipped | pending | loading | switched | kept | failed | remembered. */
-    this.upgrade = { state: 'none', reason: 'no prediction yet' };
-    this._upgradePromise = null;
-    /** The TF.js candidate to go back to when LiteRT.js fails after a switch. */
-    this.tfjsChoice = null;
     /** Bytes, integrity, compile and warm-up progress of every model load (progress.js). */
     this.progress = new LoadProgress(deps.progress);
+    this._gpu = deps.gpu || (() => gpuFactsOnce());
+    /** The engine of the current candidate. */
+    this.engine = null;
+    /** What happened after the first answer: state none | skipped | pending | loading | switched | kept | failed | remembered. */
+    this.upgrade = { state: 'none', reason: 'no prediction yet' };
+    this._upgradePromise = null;
     this.telemetry = new Telemetry(deps.sink, { device: deviceClass(), predictSampleRate: this.options.predictSampleRate });
-    /** What wasm engines can use on this device (threads, relaxed SIMD, int8 dot product). */
-    this.features = wasmFeatures();
     this.latency = new LatencyStats();
     this.guard = new MemoryGuard({ every: this.options.memoryCheckEvery, budget: this.options.memoryBudget });
     /** @type {import('./selection.js').Candidate | null} */
     this.current = null;
     this.model = null;
+    /** candidate keys that failed, and "engine/variant" keys whose files failed */
     this.failed = new Set();
     this.fallbacks = [];
     this.rebuilds = 0;
     this.selection = null;
     this.loadInfo = null;
+    this.gpu = null;
+    /** measured compile + first-run cost per "engine/backend" (ms) */
+    this.compileMs = {};
+    /** best batch size per "engine/backend/variant" key, and the measured per-image figures */
+    this.batching = {};
     this.disposed = false;
     /** serialises recoveries and rebuilds with predictions */
     this._busy = null;
@@ -126,46 +144,49 @@ export class Runtime {
     this._running = new Set();
   }
 
-  /** Load manifest and model, pick what to run on, warm it up. */
+  /** Load manifest and model, start on the first candidate that works, warm it up. */
   async load() {
     const t0 = now();
     const o = this.options;
     this.telemetry.emit('init', { model: o.model, channel: o.channel, crossOriginIsolated: Boolean(globalThis.crossOriginIsolated) });
     this.progress.phase('manifest', { model: o.model });
-    // TF.js's bundle is parsed while the manifest is in flight: both are on the critical path of
-    // a repeat visit, neither depends on the other.
+    // The engine this model ran on last time (any version) starts loading while the manifest is in
+    // flight: both are on the critical path of a repeat visit, neither depends on the other. A cold
+    // visit loads nothing before the start policy has chosen (a LiteRT-only model, or one that
+    // starts on LiteRT.js, must not pay for tf.min.js).
+    const hint = o.remember && this.store && this.store.get(this._hintKey());
+    const early = hint && hint.engine ? hint.engine : (o.engines && o.engines.length === 1 ? o.engines[0] : null);
     const te = now();
-    const engineReady = this.tfjs.init().then(() => now() - te);
+    const engineReady = early ? this.engines.get(early).then(() => now() - te) : Promise.resolve(null);
     engineReady.catch(() => {});
     try {
-      const { manifest, source, ms: manifestMs, reason: manifestReason } = await fetchManifest({
+      const { manifest, source, ms: manifestMs } = await fetchManifest({
         server: this.server, model: o.model, channel: o.channel, clientId: o.clientId, fetch: this.fetch, cache: this.cache,
       });
       this.manifest = manifest;
       this.telemetry.set({ model: manifest.name, version: manifest.version });
-      if (source !== 'network') this.telemetry.emit('fallback', { phase: 'manifest', from: 'network', to: source, reason: manifestReason });
       this.choiceKey = choiceKey(deviceKey(), manifest.name, manifest.version);
       const remembered = o.remember && this.store ? this.store.get(this.choiceKey) : null;
       this.remembered = remembered;
-      this.litertVariants = o.litert === 'off' ? [] : litertOrder(manifest.variants, o.variants);
-
-      let files = { fromCache: 0, fromNetwork: 0, bytesFetched: 0, ms: 0, evicted: [] };
+      if (remembered && remembered.compile) Object.assign(this.compileMs, remembered.compile);
+      if (remembered && remembered.batch) this.batching = { ...remembered.batch };
+      // GPU facts (an adapter request, a WebGL context) are not on the way to the first answer:
+      // the start is on a CPU path whenever one is allowed (a GPU's first prediction compiles
+      // shaders); they are read for the upgrade, after the first answer.
+      this.candidates = this._listCandidates(null);
+      if (!this.candidates.length) this.candidates = this._listCandidates(await this._gpuFacts());
+      if (!this.candidates.length) {
+        throw new LoadError(`no candidate: the manifest's variants (${manifest.variants.map((v) => v.name).join(', ')}) `
+          + `and this browser's backends do not meet the options (backends ${o.backends || 'any'}, variants ${o.variants || 'any'})`, 'backend-init');
+      }
       let engineMs = null;
-      if (remembered && remembered.engine === 'litert' && this.litertVariants.includes(remembered.variant)) {
-        const report = await this._startRemembered(remembered);
-        if (report) files = sumFiles(files, report);
-      }
-      if (!this.current) {
-        engineMs = await engineReady;
-        files = sumFiles(files, await this._startTfjs(remembered));
-      }
-      if (o.remember && this.store && this.selection.source !== 'remembered') {
-        this.store.set(this.choiceKey, { ...this.current, ms: this.selection.best, at: Date.now() });
-      }
+      const files = await this._start(remembered, () => engineReady.then((ms) => { engineMs = ms; }, () => {}));
+      if (o.remember && this.store && this.selection.source !== 'remembered') this._remember({ measured: false });
       this.loadInfo = {
         ms: now() - t0, manifestMs, manifestSource: source, engineMs, filesMs: files.ms,
         fromCache: files.fromCache, fromNetwork: files.fromNetwork, bytesFetched: files.bytesFetched,
         evicted: files.evicted, selectionMs: this.selection.ms, selection: this.selection.source,
+        firstMs: this.selection.results.length ? this.selection.results[this.selection.results.length - 1].warmupMs : null,
       };
       this.telemetry.emit('load', { ...this.loadInfo, probes: this.selection.results });
       this.progress.phase('ready', { ...this.current });
@@ -176,85 +197,144 @@ export class Runtime {
     }
   }
 
-  /**
-   * TF.js start: time the backends on the first variant that loads (or go straight to the
-   * remembered backend). Returns the file report.
-   * @param {object | null} remembered
-   */
-  async _startTfjs(remembered) {
-    const o = this.options;
-    this.engine = this.tfjs;
-    this.available = probeOrder(await this.tfjs.availableBackends(), o.backends);
-    if (!this.available.length) throw new LoadError(`none of the backends ${o.backends} is available here`, 'backend-init');
-    const usable = remembered && remembered.engine === 'tfjs' && this.available.includes(remembered.backend) ? remembered : null;
-    this.variants = variantOrder(this.manifest.variants, 'tfjs', usable && usable.variant, o.variants);
-    if (!this.variants.length) throw new LoadError(`manifest offers no tfjs variant${o.variants ? ` among ${o.variants}` : ''}`, 'manifest');
+  _hintKey() {
+    return `browserml:engine:${deviceKey()}:${this.options.model}`;
+  }
 
+  /** Candidates for these GPU facts (null: CPU backends only). */
+  _listCandidates(gpu) {
+    const o = this.options;
+    return listCandidates(this.manifest, {
+      backends: engineBackends(gpu, this.features), gpu,
+      allowBackends: o.backends, allowVariants: o.variants,
+      engines: o.litert === 'off' ? (o.engines || ['tfjs', 'litert']).filter((e) => e !== 'litert') : o.engines,
+    });
+  }
+
+  /** GPU facts, asked once; the candidate list grows by the GPU backends they allow. */
+  async _gpuFacts() {
+    if (!this._gpuPromise) {
+      this._gpuPromise = Promise.resolve(this._gpu()).then((facts) => {
+        this.gpu = facts;
+        if (this.manifest) {
+          const known = new Set((this.candidates || []).map(candidateKey));
+          this.candidates = [...(this.candidates || []), ...this._listCandidates(facts).filter((c) => !known.has(candidateKey(c)))];
+        }
+        return facts;
+      });
+    }
+    return this._gpuPromise;
+  }
+
+  /** Store the current choice (and the engine hint a repeat visit pre-loads). @param {object} extra */
+  _remember(extra) {
+    if (!this.options.remember || !this.store || !this.current) return;
+    this.store.set(this.choiceKey, this._record(extra));
+    this.store.set(this._hintKey(), { engine: this.current.engine, at: Date.now() });
+  }
+
+  /** The remembered record of the current choice. @param {object} extra */
+  _record(extra) {
+    return {
+      ...this.current, ms: this._currentMs(), compile: { ...this.compileMs }, batch: { ...this.batching }, at: Date.now(), ...extra,
+    };
+  }
+
+  /**
+   * The start policy's order, tried until one candidate answers its warm-up. A remembered choice
+   * that finished measuring skips the upgrade; one from an unfinished visit still gets it.
+   * @returns {Promise<object>} the file report
+   */
+  async _start(remembered, waitEarlyEngine) {
+    const t0 = now();
     let files = { fromCache: 0, fromNetwork: 0, bytesFetched: 0, ms: 0, evicted: [] };
-    for (const variant of this.variants) {
-      let artifacts;
+    const results = [];
+    // A remembered GPU path answers its first prediction only after compiling its shaders
+    // (0.3-1 s on an H200, seconds on WebGL): answer first on the same engine's CPU path (same
+    // runtime, nothing more to download) and move to the GPU path in idle time.
+    let first = remembered;
+    this._promote = null;
+    if (remembered && isMeasured(remembered) && GPU_BACKENDS.includes(remembered.backend)) {
+      const cpu = this.candidates.filter((c) => c.engine === remembered.engine && !c.gpu);
+      const pick = cpu.find((c) => c.variant === remembered.variant) || cpu[0];
+      if (pick) {
+        first = pick;
+        this._promote = { engine: remembered.engine, backend: remembered.backend, variant: remembered.variant };
+      }
+    }
+    const order = startOrder(this.candidates, {
+      remembered: first, loaded: this._loadedRuntimes(), compileMs: this.compileMs,
+    });
+    const artifactsMemo = new Map();
+    while (order.length) {
+      const c = order.shift();
+      if (this.failed.has(candidateKey(c)) || this.failed.has(`${c.engine}//${c.variant}`) || this.failed.has(`${c.engine}/${c.backend}/`)) continue;
+      const candidate = { engine: c.engine, backend: c.backend, variant: c.variant };
+      const memoKey = `${c.engine}/${c.variant}`;
+      let artifacts = artifactsMemo.get(memoKey);
+      // The engine's runtime comes down while the model's files do.
+      this.engines.get(c.engine).catch(() => {});
       try {
-        const got = await this._files(variant, 'tfjs');
-        artifacts = got.artifacts;
-        files = sumFiles(files, got.report);
+        if (!artifacts) {
+          const got = await this._files(c.variant, c.engine);
+          artifacts = got.artifacts;
+          artifactsMemo.set(memoKey, artifacts);
+          files = sumFiles(files, got.report);
+        }
       } catch (err) {
-        this._fallback({ engine: 'tfjs', backend: null, variant }, err, 'load');
+        this.failed.add(`${c.engine}//${c.variant}`);
+        this._fallback(candidate, err, 'load');
+        // Bad files: the same engine and backend's next variant (uint8 -> float16 -> float32)
+        // is the fallback, before any other engine.
+        const same = order.filter((x) => x.engine === c.engine && x.backend === c.backend);
+        order.splice(0, order.length, ...same, ...order.filter((x) => !same.includes(x)));
         continue;
       }
-      if (usable && usable.variant === variant) {
-        try {
-          await this._activate({ engine: 'tfjs', backend: usable.backend, variant }, artifacts);
-          this.selection = { source: 'remembered', results: [], ms: 0 };
-          break;
-        } catch (err) {
-          this._fallback({ ...usable, variant }, err, 'load');
-        }
+      try {
+        if (c.engine === 'tfjs') await waitEarlyEngine();
+        const r = await this._activate(candidate, artifacts);
+        results.push({ candidate, ok: true, ms: r.warmupMs, runs: 1, warmupMs: r.warmupMs, loadMs: r.loadMs });
+        break;
+      } catch (err) {
+        this._markFailed(candidate, err);
+        results.push({ candidate, ok: false, error: String(err && err.message ? err.message : err) });
+        this._fallback(candidate, err, 'load');
       }
-      if (await this._probe(variant, artifacts)) break;
     }
-    if (!this.current || this.current.engine !== 'tfjs') {
+    if (!this.current) {
       throw new LoadError(`no variant could be loaded: ${this.fallbacks.map((f) => `${f.from}: ${f.reason}`).join('; ')}`, 'no-variant');
+    }
+    const fromMemory = remembered && candidateKey(first) === candidateKey(this.current);
+    this.selection = { source: fromMemory ? 'remembered' : 'start', results, ms: now() - t0 };
+    if (fromMemory && this._promote) {
+      this.upgrade = { state: 'pending', reason: `answering on ${candidateKey(this.current)} until the remembered ${candidateKey(this._promote)} has compiled` };
+    } else if (fromMemory && isMeasured(remembered)) {
+      this.upgrade = { state: 'remembered', reason: `measured fastest on this device and model version before (${candidateKey(remembered)})` };
+      this._upgradePromise = Promise.resolve(this.upgrade);
     }
     return files;
   }
 
-  /**
-   * Repeat visit where LiteRT.js won before: start on it directly. Null when it fails (reported;
-   * the caller starts TF.js).
-   * @param {import('./selection.js').Candidate} remembered
-   */
-  async _startRemembered(remembered) {
-    const candidate = { engine: 'litert', backend: remembered.backend, variant: remembered.variant };
-    try {
-      const got = await this._files(candidate.variant, 'litert');
-      await this._activate(candidate, got.artifacts);
-      this.selection = { source: 'remembered', results: [], ms: 0 };
-      this.upgrade = { state: 'remembered', reason: 'LiteRT.js won on this device and model version before' };
-      return got.report;
-    } catch (err) {
-      this._fallback(candidate, err, 'load');
-      this.engine = this.tfjs;
-      this.current = null;
-      return null;
-    }
+  /** A failure's reach: a backend that cannot start fails for every variant of its engine. */
+  _markFailed(candidate, err) {
+    this.failed.add(candidateKey(candidate));
+    if (err && err.code === 'backend-init') this.failed.add(`${candidate.engine}/${candidate.backend}/`);
+    if (err && FILE_ERRORS.has(err.code)) this.failed.add(`${candidate.engine}//${candidate.variant}`);
   }
 
-  /** @param {string} name @returns {Promise<any>} the engine object, LiteRT.js created on first use */
-  async _engineFor(name) {
-    if (name !== 'litert') return this.tfjs;
-    if (!this._litertCreating) {
-      this._litertCreating = Promise.resolve(this._litertFactory()).then((engine) => { this.litert = engine; return engine; });
-      this._litertCreating.catch(() => { this._litertCreating = null; });
-    }
-    try {
-      return await this._litertCreating;
-    } catch (err) {
-      throw new LoadError(`cannot load the SDK's LiteRT.js engine: ${err && err.message ? err.message : err}`, 'runtime');
-    }
+  _isFailed(c) {
+    return this.failed.has(candidateKey(c)) || this.failed.has(`${c.engine}//${c.variant}`) || this.failed.has(`${c.engine}/${c.backend}/`);
   }
 
-  /** Fetch + verify + assemble one variant's files. @param {string} variantName @param {string} [engine] */
-  async _files(variantName, engine = this.engine.name) {
+  /** "engine" and "engine/backend" runtimes that cost nothing more to start. */
+  _loadedRuntimes() {
+    const out = new Set();
+    for (const name of this.engines.loaded()) out.add(name);
+    return out;
+  }
+
+  /** Fetch + verify + assemble one variant's files. @param {string} variantName @param {string} engine */
+  async _files(variantName, engine) {
     const variant = this.manifest.variants.find((v) => v.name === variantName && (v.engine || 'tfjs') === engine);
     if (!variant) throw new LoadError(`manifest has no ${engine} variant ${variantName}`, 'manifest');
     let report;
@@ -270,71 +350,17 @@ export class Runtime {
   }
 
   /**
-   * Time every available backend on this variant within the budget; keep the fastest.
-   * @returns {Promise<boolean>} whether some backend could run it
+   * Build `candidate` (engine, backend, model, warm-up, check) without making it current.
+   * @returns {Promise<{engine: any, model: any, loadMs: number, warmupMs: number}>}
    */
-  async _probe(variant, artifacts) {
-    const spec = this.manifest.input;
-    const start = now();
-    const budget = this.options.selectionBudgetMs;
-    const results = [];
-    let best = null;
-    const backends = this.available.filter((b) => !this.failed.has(candidateKey({ engine: this.engine.name, backend: b, variant })));
-    for (let i = 0; i < backends.length; i += 1) {
-      const candidate = { engine: this.engine.name, backend: backends[i], variant };
-      if (best && now() - start >= budget) {
-        results.push({ candidate, ok: false, error: 'skipped: selection budget spent' });
-        continue;
-      }
-      let model = null;
-      try {
-        await this.engine.useBackend(candidate.backend);
-        const tl = now();
-        this.progress.phase('compile', candidate);
-        model = await this.engine.loadModel(artifacts);
-        const tw = now();
-        this.progress.phase('warmup', candidate);
-        const bad = checkOutputs(await this.engine.warmup(model, spec));
-        if (bad) throw new EngineError(`warm-up gave ${bad}`, 'nan');
-        const warmupMs = now() - tw;
-        const deadline = shareDeadline(start, budget, backends.length - i, now());
-        const times = await timeRuns(() => this.engine.warmup(model, spec), { deadline, minRuns: 1, maxRuns: 5 });
-        const ms = median(times);
-        results.push({ candidate, ok: true, ms, runs: times.length, warmupMs, loadMs: tw - tl });
-        if (!best || ms < best.ms) {
-          if (best) this.engine.disposeModel(best.model);
-          best = { candidate, model, ms };
-        } else {
-          this.engine.disposeModel(model);
-        }
-      } catch (err) {
-        this.engine.disposeModel(model);
-        this.failed.add(candidateKey(candidate));
-        results.push({ candidate, ok: false, error: String(err && err.message ? err.message : err) });
-        this._fallback(candidate, err, 'probe');
-      }
-    }
-    const ms = now() - start;
-    if (!best) return false;
-    await this.engine.useBackend(best.candidate.backend);
-    this.model = best.model;
-    this._setCurrent(best.candidate);
-    this.ranking = rank(results).map((r) => r.candidate.backend);
-    this.selection = { source: 'measured', results, ms, best: best.ms };
-    return true;
-  }
-
-  /**
-   * Make `candidate` current: backend, model from artifacts (or the cache), warm-up, check.
-   * @param {import('./selection.js').Candidate} candidate
-   * @param {object} [artifacts]
-   */
-  async _activate(candidate, artifacts) {
-    const engine = await this._engineFor(candidate.engine);
+  async _build(candidate, artifacts) {
+    const engine = await this.engines.get(candidate.engine);
     const arts = artifacts || (await this._files(candidate.variant, candidate.engine)).artifacts;
+    const tl = now();
     await engine.useBackend(candidate.backend);
     this.progress.phase('compile', candidate);
     const model = await engine.loadModel(arts);
+    const tw = now();
     try {
       this.progress.phase('warmup', candidate);
       const bad = checkOutputs(await engine.warmup(model, this.manifest.input));
@@ -345,133 +371,300 @@ export class Runtime {
       engine.disposeModel(model);
       throw err;
     }
-    if (this.model) this.engine.disposeModel(this.model);
-    this.engine = engine;
-    this.model = model;
-    this._setCurrent(candidate);
-  }
-
-  _setCurrent(candidate) {
-    this.current = { ...candidate };
-    this.telemetry.set({ engine: candidate.engine, backend: candidate.backend, variant: candidate.variant, threads: this.engine.threadsUsed() });
+    const warmupMs = now() - tw;
+    this.compileMs[`${candidate.engine}/${candidate.backend}`] = now() - tl;
+    return { engine, model, loadMs: tw - tl, warmupMs };
   }
 
   /**
-   * The LiteRT.js upgrade, scheduled once after the first prediction (or by `upgraded()`): decide
-   * by litertPlan, then in idle time fetch LiteRT.js, and time it against the current TF.js model.
-   * Never throws: every failure is a `fallback` event and TF.js keeps serving.
+   * Make `candidate` current: build it, then free what the previous candidate held.
+   * @param {import('./selection.js').Candidate} candidate
+   * @param {object} [artifacts]
+   */
+  async _activate(candidate, artifacts) {
+    const built = await this._build(candidate, artifacts);
+    this._adopt(candidate, built);
+    return built;
+  }
+
+  /** Serve from `built` now; dispose the old model and release what its engine/backend held. */
+  _adopt(candidate, built) {
+    const old = this.current;
+    const oldEngine = this.engine;
+    if (this.model && oldEngine) oldEngine.disposeModel(this.model);
+    this.engine = built.engine;
+    this.model = built.model;
+    this._setCurrent(candidate);
+    if (old && oldEngine) this._release(old, oldEngine);
+  }
+
+  /**
+   * Free the memory of a candidate that no longer serves: its TF.js backend instance (GPU
+   * textures / buffers, wasm heap) when another TF.js backend serves, or every TF.js backend
+   * when another engine serves.
+   */
+  _release(old, oldEngine) {
+    if (old.engine === this.current.engine && old.backend === this.current.backend) return;
+    if (old.engine !== this.current.engine) {
+      this._releaseEngine(oldEngine);
+      return;
+    }
+    try {
+      if (typeof oldEngine.releaseBackend === 'function') oldEngine.releaseBackend(old.backend);
+    } catch { /* best effort: memory only */ }
+  }
+
+  /** Free every backend of an engine that serves nothing now (TF.js: engine().reset()). */
+  _releaseEngine(engine) {
+    if (engine === this.engine) return;
+    try {
+      if (typeof engine.releaseAll === 'function') engine.releaseAll();
+      else if (engine.name === 'tfjs') engine.reset();
+    } catch { /* memory only */ }
+  }
+
+  _setCurrent(candidate) {
+    this.current = { engine: candidate.engine, backend: candidate.backend, variant: candidate.variant };
+    this.telemetry.set({ engine: candidate.engine, backend: candidate.backend, variant: candidate.variant, threads: this.engine.threadsUsed() });
+  }
+
+  /** The current path's time a prediction: measured by the upgrade, remembered, or observed. */
+  _currentMs() {
+    if (this._measuredMs && this._measuredMs.key === candidateKey(this.current)) return this._measuredMs.ms;
+    const observed = this.latency.summary().p50Ms;
+    if (Number.isFinite(observed)) return observed;
+    if (this.remembered && Number.isFinite(this.remembered.ms) && candidateKey(this.remembered) === candidateKey(this.current)) return this.remembered.ms;
+    const first = this.selection && this.selection.results.find((r) => r.ok);
+    return first ? first.ms : NaN;
+  }
+
+  /**
+   * The upgrade, scheduled once after the first prediction (or by `upgraded()`): in idle time,
+   * measure the other candidates the upgrade policy lists against the current one and keep the
+   * fastest. Never throws: every failure is a `fallback` event and the current path keeps serving.
    * @returns {Promise<object>} the final `upgrade` record
    */
   upgraded() {
     if (this._upgradePromise) return this._upgradePromise;
-    const o = this.options;
-    const plan = this.current.engine === 'litert'
-      ? { go: false, reason: this.upgrade.reason }
-      : litertPlan({
-        mode: o.litert, features: this.features, variants: this.litertVariants, tfjsMs: this._tfjsMs(),
-        minMs: o.litertMinMs, remembered: this.remembered,
+    this.upgrade = { state: 'pending', reason: 'waiting for idle time', results: [] };
+    this._upgradePromise = whenIdle().then(async () => {
+      if (this.disposed) return this.upgrade;
+      await this._gpuFacts();
+      if (this._promote) return this._promoteRemembered();
+      const o = this.options;
+      const currentMs = await this._timeCurrent();
+      const plan = upgradePlan({
+        candidates: this.candidates, current: this.current, failed: this._failedKeys(), mode: o.litert || 'auto',
+        features: this.features, currentMs, minMs: o.litertMinMs, loaded: this._loadedRuntimes(),
+        compileMs: this.compileMs,
       });
-    if (this.current.engine !== 'litert') this.upgrade = { state: plan.go ? 'pending' : 'skipped', reason: plan.reason };
-    this._upgradePromise = plan.go
-      ? whenIdle().then(() => this._upgradeToLitert()).catch((err) => {
-        this.upgrade = { ...this.upgrade, state: 'failed', error: String(err && err.message ? err.message : err) };
-      }).then(() => this.upgrade)
-      : Promise.resolve(this.upgrade);
+      this.upgrade = { state: plan.go ? 'pending' : 'skipped', reason: plan.reason, skipped: plan.skipped, results: [] };
+      return plan.go ? this._runUpgrade(plan) : this._upgradeEnd('skipped', [], now(), plan.reason);
+    }).catch((err) => {
+      this.upgrade = { ...this.upgrade, state: 'failed', error: String(err && err.message ? err.message : err) };
+    }).then(() => this.upgrade);
     return this._upgradePromise;
   }
 
-  /** TF.js's time a prediction on this device: measured at load, remembered, or observed. */
-  _tfjsMs() {
-    if (this.selection && Number.isFinite(this.selection.best)) return this.selection.best;
-    if (this.remembered && Number.isFinite(this.remembered.ms)) return this.remembered.ms;
-    return this.latency.summary().p50Ms;
-  }
-
-  async _upgradeToLitert() {
+  /**
+   * Move to the remembered GPU path (measured fastest on an earlier visit) now that the first
+   * answer is out: build it while predictions wait, adopt it; a failure is a fallback and the CPU
+   * path keeps serving.
+   */
+  async _promoteRemembered() {
     const t0 = now();
-    const force = this.options.litert === 'force';
-    const results = [];
-    this.upgrade = { ...this.upgrade, state: 'loading' };
-    let engine;
+    const target = this._promote;
+    this._promote = null;
+    const known = this.candidates.find((c) => candidateKey(c) === candidateKey(target));
+    if (!known || known.software) {
+      this._fallback(target, new EngineError('the remembered GPU path is not available now', 'backend-init'), 'upgrade');
+      return this._upgradeEnd('failed', [], t0, 'the remembered GPU path is not available now (see fallbacks)');
+    }
+    const sameEngine = target.engine === this.current.engine;
+    let built = null;
     try {
-      engine = await this._engineFor('litert');
-      await engine.init();
+      await this._exclusive(async () => {
+        try {
+          built = await this._build(target);
+          if (sameEngine) await built.engine.useBackend(target.backend);
+          this._adopt(target, built);
+        } catch (err) {
+          if (sameEngine) await this.engine.useBackend(this.current.backend).catch(() => {});
+          throw err;
+        }
+      });
     } catch (err) {
-      this._fallback({ engine: 'litert', backend: 'wasm', variant: null }, err, 'upgrade');
-      return this._upgradeEnd('failed', results, t0);
+      this._markFailed(target, err);
+      this._fallback(target, err, 'upgrade');
+      this.upgrade = { state: 'failed', reason: 'the remembered GPU path failed (see fallbacks)', ms: now() - t0, results: [] };
+      this._remember({ measured: false });
+      return this.upgrade;
     }
-    const initMs = now() - t0;
-    for (const variant of this.litertVariants) {
-      if (this.disposed) break;
-      const candidate = { engine: 'litert', backend: 'wasm', variant };
-      let outcome;
-      try {
-        const { artifacts } = await this._files(variant, 'litert');
-        outcome = await this._exclusive(() => this._raceCurrent(engine, candidate, artifacts, force));
-      } catch (err) {
-        results.push({ candidate, ok: false, error: String(err && err.message ? err.message : err) });
-        this._fallback(candidate, err, 'upgrade');
-        continue;
-      }
-      results.push(outcome.result);
-      // The first variant that runs decides: variants come fastest-expected first (int8), so one
-      // that loses to TF.js is not followed by a (bigger, slower) float download.
-      return this._upgradeEnd(outcome.switched ? 'switched' : 'kept', results, t0, initMs);
-    }
-    return this._upgradeEnd('failed', results, t0, initMs);
-  }
-
-  /** Record and remember the upgrade's outcome. */
-  _upgradeEnd(state, results, t0, initMs = null) {
-    const reasons = { switched: 'LiteRT.js measured faster', kept: 'TF.js measured faster', failed: 'LiteRT.js failed (see fallbacks)' };
-    this.upgrade = { state, reason: reasons[state], initMs, ms: now() - t0, results, threads: this.litert ? this.litert.threadsUsed() : null };
-    if (this.options.remember && this.store && !this.disposed) {
-      const best = results.find((r) => r.ok);
-      if (state === 'switched') this.store.set(this.choiceKey, { ...this.current, ms: best.ms, at: Date.now() });
-      else if (this.current.engine === 'tfjs') {
-        this.store.set(this.choiceKey, { ...this.current, ms: best ? best.against.ms : this._tfjsMs(), litert: state === 'kept' ? 'slower' : 'failed', at: Date.now() });
-      }
-    }
+    this.upgrade = {
+      state: 'remembered', reason: `measured fastest on this device and model version before (${candidateKey(target)}); first answer from the CPU path`,
+      ms: now() - t0, results: [], threads: this.engine.threadsUsed(),
+    };
     return this.upgrade;
   }
 
   /**
-   * Time a LiteRT.js candidate and the current model back to back (predictions wait), inside the
-   * selection budget; switch when the candidate is faster (or forced).
+   * The current path's model time a prediction (zeros input, no decoding), a few runs while
+   * predictions wait: what the upgrade's download gate compares with.
    */
-  async _raceCurrent(engine, candidate, artifacts, force) {
+  async _timeCurrent() {
     const spec = this.manifest.input;
-    const start = now();
-    const budget = this.options.selectionBudgetMs;
-    const tl = now();
-    this.progress.phase('compile', candidate);
-    const model = await engine.loadModel(artifacts);
-    let kept = false;
-    try {
-      const tw = now();
-      this.progress.phase('warmup', candidate);
-      const bad = checkOutputs(await engine.warmup(model, spec));
-      if (bad) throw new EngineError(`warm-up gave ${bad}`, 'nan');
-      const warmupMs = now() - tw;
-      const times = await timeRuns(() => engine.warmup(model, spec), { deadline: shareDeadline(start, budget, 2, now()), minRuns: 1, maxRuns: 5 });
-      const current = { ...this.current };
-      const base = await timeRuns(() => this.engine.warmup(this.model, spec), { deadline: shareDeadline(start, budget, 1, now()), minRuns: 1, maxRuns: 5 });
-      const ms = median(times);
-      const result = {
-        candidate, ok: true, ms, runs: times.length, warmupMs, loadMs: tw - tl,
-        against: { candidate: current, ms: median(base), runs: base.length },
-      };
-      if (this.disposed || !shouldSwitch(ms, result.against.ms, force)) return { switched: false, result };
-      this.tfjsChoice = current;
-      this.engine.disposeModel(this.model);
-      this.engine = engine;
-      this.model = model;
-      kept = true;
-      this._setCurrent(candidate);
-      return { switched: true, result };
-    } finally {
-      if (!kept) engine.disposeModel(model);
+    const times = await this._exclusive(() => timeRuns(() => this.engine.warmup(this.model, spec), { deadline: now() + 200, minRuns: 2, maxRuns: 5 }));
+    const ms = median(times);
+    this._measuredMs = { key: candidateKey(this.current), ms };
+    return ms;
+  }
+
+  /** Candidate keys that must not be measured (failed candidates, variants, backends). */
+  _failedKeys() {
+    const out = new Set();
+    for (const c of this.candidates) if (this._isFailed(c)) out.add(candidateKey(c));
+    return out;
+  }
+
+  async _runUpgrade(plan) {
+    const t0 = now();
+    const force = this.options.litert === 'force';
+    const results = [];
+    this.upgrade = { ...this.upgrade, state: 'loading' };
+    let spent = 0;
+    let measured = 0;
+    let switched = false;
+    for (const group of plan.queue) {
+      if (this.disposed) break;
+      if (!fitsBudget(group, spent, this.options.upgradeBudgetMs, measured)) {
+        results.push({ candidate: { engine: group.engine, backend: group.backend, variant: group.variants[0] }, ok: false, error: 'skipped: upgrade budget spent' });
+        continue;
+      }
+      const g0 = now();
+      const outcome = await this._measureGroup(group, force);
+      spent += now() - g0;
+      results.push(...outcome.results);
+      if (outcome.timed) measured += 1;
+      if (outcome.switched) switched = true;
     }
+    const anyOk = results.some((r) => r.ok);
+    const state = switched ? 'switched' : (anyOk ? 'kept' : 'failed');
+    return this._upgradeEnd(state, results, t0);
+  }
+
+  /**
+   * One (engine, backend) group: its variants in order until one builds, then timed against the
+   * current path; switch when faster (or forced). Building happens off the exclusive section when
+   * the candidate's engine is another one than the current (predictions keep flowing); a TF.js
+   * backend shares TF.js's global backend with the current model, so it is built exclusively.
+   */
+  async _measureGroup(group, force) {
+    const results = [];
+    for (const variant of group.variants) {
+      const candidate = { engine: group.engine, backend: group.backend, variant };
+      if (this._isFailed(candidate) || this.disposed) continue;
+      let artifacts;
+      try {
+        ({ artifacts } = await this._files(variant, group.engine));
+      } catch (err) {
+        this.failed.add(`${group.engine}//${variant}`);
+        results.push({ candidate, ok: false, error: String(err && err.message ? err.message : err) });
+        this._fallback(candidate, err, 'upgrade');
+        continue;
+      }
+      try {
+        const outcome = await this._race(candidate, artifacts, force);
+        results.push(outcome.result);
+        return { results, timed: true, switched: outcome.switched };
+      } catch (err) {
+        this._markFailed(candidate, err);
+        results.push({ candidate, ok: false, error: String(err && err.message ? err.message : err) });
+        this._fallback(candidate, err, 'upgrade');
+        if (err && err.code === 'backend-init') break;
+      }
+    }
+    return { results, timed: false, switched: false };
+  }
+
+  /**
+   * Build a candidate, time it and the current path back to back (predictions wait while they
+   * are timed), inside the selection budget; adopt it when faster.
+   */
+  async _race(candidate, artifacts, force) {
+    const sameEngine = candidate.engine === this.current.engine;
+    let built = null;
+    if (!sameEngine) built = await this._build(candidate, artifacts);
+    let adopted = false;
+    try {
+      return await this._exclusive(async () => {
+        try {
+          return await this._timeAndDecide(candidate, artifacts, built, sameEngine, force, (b) => { built = b; }, () => { adopted = true; });
+        } finally {
+          // A TF.js / LiteRT.js backend is engine-wide state: give it back to the current model.
+          if (sameEngine && !adopted) await this.engine.useBackend(this.current.backend).catch(() => {});
+        }
+      });
+    } finally {
+      if (!adopted && built) {
+        built.engine.disposeModel(built.model);
+        // The loser's memory goes: its backend (GPU buffers, texture pool, wasm heap), or every
+        // backend of an engine that no longer serves anything.
+        if (sameEngine && typeof built.engine.releaseBackend === 'function') built.engine.releaseBackend(candidate.backend);
+        else if (!sameEngine) this._releaseEngine(built.engine);
+      }
+    }
+  }
+
+  /** The exclusive part of a race (see _race): build (same engine), time both, decide, adopt. */
+  async _timeAndDecide(candidate, artifacts, built, sameEngine, force, setBuilt, setAdopted) {
+    const spec = this.manifest.input;
+    const budget = this.options.selectionBudgetMs;
+    if (sameEngine) {
+      built = await this._build(candidate, artifacts);
+      setBuilt(built);
+    }
+    {
+        const start = now();
+        const times = await timeRuns(() => built.engine.warmup(built.model, spec), { deadline: shareDeadline(start, budget, 2, now()), minRuns: 1, maxRuns: 5 });
+        if (built.engine.health()) throw new EngineError(built.engine.health(), 'backend-lost');
+        const current = { ...this.current };
+        if (sameEngine) await this.engine.useBackend(current.backend);
+        const base = await timeRuns(() => this.engine.warmup(this.model, spec), { deadline: shareDeadline(start, budget, 1, now()), minRuns: 1, maxRuns: 5 });
+        const ms = median(times);
+        const result = {
+          candidate, ok: true, ms, runs: times.length, warmupMs: built.warmupMs, loadMs: built.loadMs,
+          against: { candidate: current, ms: median(base), runs: base.length },
+        };
+        const forced = force && candidate.engine === 'litert' && current.engine !== 'litert';
+        if (this.disposed || !shouldSwitch(ms, result.against.ms, forced)) {
+          this._measuredMs = { key: candidateKey(current), ms: result.against.ms };
+          return { switched: false, result };
+        }
+        if (sameEngine) await built.engine.useBackend(candidate.backend);
+        this._adopt(candidate, built);
+        setAdopted();
+        this._measuredMs = { key: candidateKey(candidate), ms };
+        return { switched: true, result };
+    }
+  }
+
+  /** Record and remember the upgrade's outcome. */
+  _upgradeEnd(state, results, t0, reason) {
+    const reasons = {
+      switched: `${this.current.engine}/${this.current.backend} measured fastest`,
+      kept: `${this.current.engine}/${this.current.backend} measured fastest`,
+      failed: 'every candidate measured failed (see fallbacks)',
+    };
+    this.upgrade = {
+      state, reason: reason || reasons[state], ms: now() - t0, results, skipped: this.upgrade.skipped || [],
+      threads: this.engine ? this.engine.threadsUsed() : null,
+    };
+    this.selection = { ...this.selection, upgrade: results };
+    if (!this.disposed) {
+      const verdict = state === 'kept' ? { litert: 'slower' } : state === 'failed' ? { litert: 'failed' } : {};
+      this._remember({ measured: true, ...(this.current.engine === 'tfjs' ? verdict : {}) });
+    }
+    return this.upgrade;
   }
 
   /** Record and report one fallback. */
@@ -499,8 +692,9 @@ export class Runtime {
   }
 
   /**
-   * Classify several images in one batch. Inputs that cannot be decoded get `{error}` in their
-   * slot instead of failing the others.
+   * Classify several images, in chunks of the batch size the current path does best at
+   * (batching.js). Inputs that cannot be decoded get `{error}` in their slot instead of failing
+   * the others.
    * @param {any[]} inputs
    * @param {{topK?: number}} [opts]
    */
@@ -519,7 +713,7 @@ export class Runtime {
     let rows = [];
     if (good.length) {
       try {
-        rows = await this._predict(good);
+        for (const chunk of batchChunks(good, this.batchSize())) rows.push(...await this._predict(chunk));
       } catch (err) {
         this.latency.recordError();
         this.telemetry.emit('error', { phase: 'predict', ...toPlain(err) });
@@ -536,10 +730,44 @@ export class Runtime {
     if (good.length) {
       this.telemetry.emit('predict', { ms, batch: good.length });
       await this._memoryCheck();
-      // The first answer came from the engine we started on; now (idle time) consider LiteRT.js.
+      // The first answer came from the start candidate; now (idle time) measure the others.
       if (!this._upgradePromise) this.upgraded();
     }
     return out;
+  }
+
+  /** Batch size for the current path: measured (measureBatches), else the backend's default. */
+  batchSize() {
+    const b = this.batching[candidateKey(this.current)];
+    return b && b.best ? b.best : defaultBatch(this.current);
+  }
+
+  /**
+   * Time the current path at batch sizes 1, 8 and 32 (ms per image, zeros input) and use the best
+   * from then on (remembered with the choice). Predictions wait while it runs.
+   * @param {number[]} [sizes]
+   * @returns {Promise<{sizes: Record<string, number>, best: number}>}
+   */
+  async measureBatches(sizes = [1, 8, 32]) {
+    return this._exclusive(async () => {
+      const spec = this.manifest.input;
+      const zeros = (n) => Array.from({ length: n }, () => new ImageData(spec.width, spec.height));
+      const perImage = {};
+      for (const n of sizes) {
+        const images = zeros(n);
+        await this.engine.predict(this.model, images, spec);
+        const times = await timeRuns(() => this.engine.predict(this.model, images, spec), { deadline: now() + 1000, minRuns: 2, maxRuns: 5 });
+        perImage[n] = median(times) / n;
+      }
+      const best = bestBatch(perImage);
+      const entry = { sizes: perImage, best };
+      this.batching[candidateKey(this.current)] = entry;
+      if (this.options.remember && this.store) {
+        const stored = this.store.get(this.choiceKey);
+        if (stored && candidateKey(stored) === candidateKey(this.current)) this.store.set(this.choiceKey, { ...stored, batch: { ...this.batching } });
+      }
+      return entry;
+    });
   }
 
   _resultInfo() {
@@ -588,52 +816,44 @@ export class Runtime {
     return p;
   }
 
-  /** Move off a failing candidate to the next workable one, reporting each step. */
+  /**
+   * Move off a failing candidate: for a broken backend (lost context or device, kernel error)
+   * the other backends of the same variant first, for bad outputs the next variant; measured
+   * candidates come first, then the start policy's order. Each step is reported.
+   */
   async _recover(err) {
     const from = this.current;
-    this.failed.add(candidateKey(from));
+    this._markFailed(from, err);
     this._fallback(from, err, 'predict');
-    if (from.engine === 'litert') {
-      await this._backToTfjs();
-      return;
-    }
     const kind = err && err.code === 'nan' ? 'variant' : 'backend';
-    const backends = [...(this.ranking || []), ...this.available.filter((b) => !(this.ranking || []).includes(b))];
-    for (const c of fallbackCandidates(from, kind, { variants: this.variants, backends }, this.failed)) {
+    const sameEngine = this.candidates.filter((c) => c.engine === from.engine);
+    const variants = [...new Set(sameEngine.map((c) => c.variant))];
+    const measured = (this.selection.upgrade || []).filter((r) => r.ok).sort((a, b) => a.ms - b.ms).map((r) => r.candidate);
+    const backends = [...new Set([...measured.filter((c) => c.engine === from.engine).map((c) => c.backend), ...sameEngine.filter((c) => !c.software).map((c) => c.backend), ...sameEngine.map((c) => c.backend)])];
+    const tried = [
+      ...measured,
+      ...fallbackCandidates(from, kind, { variants, backends }, this._failedKeys()),
+      ...startOrder(this.candidates, { loaded: this._loadedRuntimes(), compileMs: this.compileMs }),
+    ];
+    const seen = new Set();
+    for (const c of tried) {
+      const key = candidateKey(c);
+      if (seen.has(key) || this._isFailed(c) || key === candidateKey(from)) continue;
+      seen.add(key);
+      const candidate = { engine: c.engine, backend: c.backend, variant: c.variant };
       try {
-        await this._activate(c);
-        if (this.options.remember && this.store) this.store.set(this.choiceKey, { ...c, at: Date.now() });
+        // The broken model and backend go first: a lost context holds nothing worth keeping.
+        if (this.model) this.engine.disposeModel(this.model);
+        this.model = null;
+        await this._activate(candidate);
+        this._remember({ measured: false });
         return;
       } catch (e) {
-        this.failed.add(candidateKey(c));
-        this._fallback(c, e, 'recover');
+        this._markFailed(candidate, e);
+        this._fallback(candidate, e, 'recover');
       }
     }
     throw new EngineError(`no backend or variant left after: ${err && err.message ? err.message : err}`, 'exhausted');
-  }
-
-  /** LiteRT.js failed after the switch: back to the TF.js choice (or a fresh TF.js start). */
-  async _backToTfjs() {
-    this.engine.disposeModel(this.model);
-    this.model = null;
-    this.engine = this.tfjs;
-    let done = false;
-    if (this.tfjsChoice) {
-      try {
-        await this._activate(this.tfjsChoice);
-        done = true;
-      } catch (e) {
-        this.failed.add(candidateKey(this.tfjsChoice));
-        this._fallback(this.tfjsChoice, e, 'recover');
-      }
-    }
-    if (!done) {
-      await this.tfjs.init();
-      this.current = null;
-      await this._startTfjs(null);
-    }
-    this.upgrade = { ...this.upgrade, state: 'failed', reason: 'LiteRT.js failed after the switch (see fallbacks)' };
-    if (this.options.remember && this.store) this.store.set(this.choiceKey, { ...this.current, litert: 'failed', at: Date.now() });
   }
 
   /** Every N predictions compare memory with the budget; rebuild when it is exceeded. */
@@ -654,7 +874,8 @@ export class Runtime {
     this.engine.disposeModel(this.model);
     this.model = null;
     await this.engine.reset();
-    await this._activate(this.current);
+    const built = await this._build(this.current);
+    this.model = built.model;
     this.rebuilds += 1;
     this.guard.rebuilds += 1;
     this.telemetry.emit('memory', { action: 'rebuilt', reason, before, after: this.engine.memory(), ms: now() - t0 });
@@ -667,14 +888,16 @@ export class Runtime {
       model: this.manifest ? this.manifest.name : this.options.model,
       version: this.manifest ? this.manifest.version : null,
       engine: this.current ? this.current.engine : null,
-      engineVersion: this.engine.version,
+      engineVersion: this.engine ? this.engine.version : null,
       backend: this.current ? this.current.backend : null,
       variant: this.current ? this.current.variant : null,
       threads: this.current ? this.engine.threadsUsed() : null,
       device: this.telemetry.context.device,
       wasm: this.features,
+      gpu: this.gpu,
       memory: this.current ? this.engine.memory() : null,
       upgrade: this.upgrade,
+      batch: this.current ? { size: this.batchSize(), ...(this.batching[candidateKey(this.current)] || {}) } : null,
       memoryChecks: this.guard.checks,
       rebuilds: this.rebuilds,
       fallbacks: this.fallbacks.slice(),
@@ -688,7 +911,7 @@ export class Runtime {
   dispose() {
     if (this.disposed) return;
     this.disposed = true;
-    this.engine.disposeModel(this.model);
+    if (this.engine) this.engine.disposeModel(this.model);
     this.model = null;
   }
 }

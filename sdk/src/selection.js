@@ -209,14 +209,13 @@ export class ChoiceStore {
 export const LITERT_PREFERENCE = Object.freeze(['tflite-int8', 'tflite-float16', 'tflite-float32']);
 
 /**
- * The size rule: LiteRT.js is worth its 9.4 MB wasm (2.9 MB gzipped; TF.js's is 0.44 MB) only when
- * TF.js, measured on this device, needs at least this long a prediction. The rule reads the
- * measured time rather than bytes or parameters because that is what the upgrade can save: at
- * 10 ms a LiteRT.js that is 2-4x faster saves 5-7 ms a call, which a user can feel on repeated
- * use and which pays the idle-time download within a session of a few hundred predictions; a
- * model TF.js already answers in 1-2 ms (digits) has nothing left to win. `litertMinMs` changes it.
+ * The download gate (not a switch rule: switching follows measured speed, see upgrade.js): an
+ * engine whose runtime is not loaded yet — LiteRT.js's 9.4 MB wasm (2.9 MB gzipped) — is fetched
+ * and measured only when the current path needs at least this long a prediction. Below it there
+ * is nothing a user can feel to win (digits answers in 1-2 ms on TF.js), so the download is
+ * skipped. `litertMinMs` changes it.
  */
-export const DEFAULT_LITERT_MIN_MS = 10;
+export const DEFAULT_LITERT_MIN_MS = 5;
 
 /**
  * LiteRT.js variants to try, in order: offered by the manifest, allowed by the user's `variants`
@@ -243,7 +242,7 @@ export function litertOrder(variants, allowed) {
  * In auto mode LiteRT.js needs a crossOriginIsolated context with threads and relaxed SIMD
  * (LiteRT.js runs threads only with relaxed SIMD; its single-threaded build would race TF.js's
  * own SIMD wasm for no gain), a manifest that offers a litert variant, no remembered verdict for
- * this device and model version, and a TF.js time of at least `minMs` (DEFAULT_LITERT_MIN_MS).
+ * this device and model version, and a current time of at least `minMs` (DEFAULT_LITERT_MIN_MS).
  * @param {{mode?: 'auto' | 'force' | 'off', features: ReturnType<import('./device.js').wasmFeatures>,
  *   variants: string[], tfjsMs: number, minMs?: number, remembered?: {litert?: string} | null}} input
  * @returns {{go: boolean, reason: string}}

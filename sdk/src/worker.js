@@ -98,6 +98,11 @@ export class WorkerClassifier {
     return this._call('upgraded');
   }
 
+  /** @param {number[]} [sizes] @returns {Promise<object>} see Runtime.measureBatches */
+  measureBatches(sizes) {
+    return this._call('measureBatches', { sizes });
+  }
+
   /** @returns {Promise<object>} note: async in worker mode */
   stats() {
     return this._call('stats');
@@ -158,6 +163,8 @@ if (IN_WORKER) {
         value = out.map((r) => (r.error ? { ...r, error: toPlain(r.error) } : r));
       } else if (op === 'upgraded') {
         value = await runtime.upgraded();
+      } else if (op === 'measureBatches') {
+        value = await runtime.measureBatches(e.data.sizes);
       } else if (op === 'stats') {
         value = runtime.stats();
       } else if (op === 'dispose') {

@@ -9,6 +9,7 @@ browser so CI and users get the same binary.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import mimetypes
 import shutil
 import tempfile
@@ -32,6 +33,30 @@ CHROMIUM_FLAGS = (
 )
 
 
+# What `browser_options` set for every launch inside it: (executable or None, extra flags).
+_OVERRIDES: contextvars.ContextVar[tuple[Path | None, tuple[str, ...]]] = contextvars.ContextVar(
+    "browserml_browser_overrides", default=(None, ()))
+
+
+@contextlib.contextmanager
+def browser_options(executable: Path | None = None, flags: Sequence[str] = ()) -> Iterator[None]:
+    """Within the block, every :func:`launch_browser` uses this Chromium executable (when given)
+    and adds these flags (after the defaults, so a repeated switch overrides): how ``browserml
+    bench --browser/--browser-flag/--gpu`` reaches every browser a run starts."""
+    if executable is not None and not Path(executable).exists():
+        raise BrowserError(f"{executable} not found: pass the path of a Chromium executable to --browser")
+    token = _OVERRIDES.set((Path(executable) if executable else None, tuple(flags)))
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
+
+
+def launch_flags(extra_flags: Sequence[str] = ()) -> list[str]:
+    """The flags :func:`launch_browser` passes: defaults, then browser_options', then the call's."""
+    return [*CHROMIUM_FLAGS, *_OVERRIDES.get()[1], *extra_flags]
+
+
 def chromium_path() -> Path:
     """Return the Chromium executable from settings, or raise BrowserError saying how to get it."""
     path = get_settings().chromium
@@ -53,7 +78,7 @@ def launch_browser(extra_flags: Sequence[str] = ()) -> Iterator:
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    executable = chromium_path()
+    executable = _OVERRIDES.get()[0] or chromium_path()
     with (
         tempfile.TemporaryDirectory(prefix="browserml-chromium-") as profile,
         sync_playwright() as playwright,
@@ -63,7 +88,7 @@ def launch_browser(extra_flags: Sequence[str] = ()) -> Iterator:
                 profile,
                 executable_path=str(executable),
                 headless=True,
-                args=[*CHROMIUM_FLAGS, *extra_flags],
+                args=launch_flags(extra_flags),
             )
         except PlaywrightError as exc:
             raise BrowserError(f"Chromium failed to start: {exc.message.splitlines()[0]}") from exc

@@ -477,8 +477,17 @@ def split_list(value: str | None) -> list[str] | None:
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
               help="Write the tables as Markdown (for BENCHMARKS.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@click.option("--browser", "browser_path", type=click.Path(dir_okay=False), default=None,
+              help="Chromium executable to run (default: settings.chromium, BROWSERML_CHROMIUM).")
+@click.option("--browser-flag", "browser_flags", multiple=True,
+              help="Extra Chromium flag (repeatable), e.g. --browser-flag=--use-angle=vulkan.")
+@click.option("--gpu", is_flag=True,
+              help="Add the Vulkan/WebGPU flag preset that puts WebGL and WebGPU on a real GPU "
+                   "(Linux + NVIDIA; see README 'Benchmarking on a GPU').")
+@click.option("--no-native", is_flag=True,
+              help="Skip native TensorFlow / LiteRT (for machines where they are not installed).")
 def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, soak, no_sdk, peers,
-          html_path, markdown_path, as_json):
+          html_path, markdown_path, as_json, browser_path, browser_flags, gpu, no_native):
     """Benchmark every engine x backend x variant in headless Chromium against native
     TensorFlow and LiteRT on this machine, plus the SDK's own choice."""
     from .bench.harness import bench as run_bench
@@ -488,10 +497,16 @@ def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, 
         batches = [int(b) for b in split_list(batch) or ["1"]]
     except ValueError:
         raise click.BadParameter(f"--batch {batch!r}: expected integers like 1,8") from None
-    report = run_bench(Path(build_dir), run_dir=Path(run_dir) if run_dir else None,
-                       engines=split_list(engines), backends=split_list(backends),
-                       variants=split_list(variants), batches=batches, n=n, budget_ms=budget_ms,
-                       peers=peers, sdk=not no_sdk, soak=soak)
+    from .bench.gpu import GPU_FLAGS
+    from .browser import browser_options
+
+    flags = [*(GPU_FLAGS if gpu else ()), *browser_flags]
+    with browser_options(Path(browser_path) if browser_path else None, flags):
+        report = run_bench(Path(build_dir), run_dir=Path(run_dir) if run_dir else None,
+                           engines=split_list(engines), backends=split_list(backends),
+                           variants=split_list(variants), batches=batches, n=n,
+                           budget_ms=budget_ms, peers=peers, sdk=not no_sdk, soak=soak,
+                           native=not no_native)
     if html_path:
         write_html(report, Path(html_path))
     if markdown_path:
@@ -500,6 +515,11 @@ def bench(build_dir, run_dir, engines, backends, variants, batch, n, budget_ms, 
         print_json(report.to_json())
         return
     console.print(table(report))
+    gpu = report.browser.get("gpu", {})
+    console.print(f"WebGL renderer: {gpu.get('webgl_renderer')}; WebGPU adapter: "
+                  f"{gpu.get('webgpu_adapter')}", highlight=False)
+    for line in report.warnings:
+        console.print(f"[bold red]{line}[/]")
     if report.sdk:
         console.print(sdk_summary(report.sdk), highlight=False)
 

@@ -203,18 +203,45 @@ export class TfjsEngine {
         const y = model.predict(input);
         return Array.isArray(y) ? y[0] : y;
       });
-      const flat = await output.data();
+      // A lost WebGL context never signals the read-back's fence: without the race the
+      // prediction would wait forever instead of failing over.
+      const lost = this._lostSignal();
+      const flat = lost ? await Promise.race([output.data(), lost]) : await output.data();
       const n = output.shape[0];
       const k = flat.length / n;
       const rows = [];
       for (let i = 0; i < n; i += 1) rows.push(Float32Array.from(flat.subarray(i * k, (i + 1) * k)));
       return rows;
     } catch (err) {
+      if (err instanceof EngineError) throw err;
       throw new EngineError(`${this.backend()} prediction failed: ${err && err.message ? err.message : err}`, 'predict');
     } finally {
       input.dispose();
       if (output) output.dispose();
     }
+  }
+
+  /**
+   * A promise that rejects when the active WebGL backend's context is lost (the canvas's
+   * `webglcontextlost` event), or null on other backends. One per WebGL context.
+   * @returns {Promise<never> | null}
+   */
+  _lostSignal() {
+    let gl = null;
+    try {
+      gl = this.backend() === 'webgl' && this.tf.backend().gpgpu && this.tf.backend().gpgpu.gl;
+    } catch { /* no backend */ }
+    if (!gl || !gl.canvas || typeof gl.canvas.addEventListener !== 'function') return null;
+    if (this._lostFor !== gl) {
+      this._lostFor = gl;
+      this._lost = new Promise((_, reject) => {
+        const fail = () => reject(new EngineError('WebGL context lost', 'backend-lost'));
+        if (gl.isContextLost()) fail();
+        else gl.canvas.addEventListener('webglcontextlost', fail, { once: true });
+      });
+      this._lost.catch(() => {});
+    }
+    return this._lost;
   }
 
   /**
@@ -247,6 +274,23 @@ export class TfjsEngine {
     try {
       if (model) model.dispose();
     } catch { /* backend already gone (context lost): nothing to free */ }
+  }
+
+  /**
+   * Free one backend that is not the active one — a probed backend that lost, with its texture
+   * pool / GPU buffers / wasm heap — so it does not stay alive beside the one that serves. Its
+   * factory stays registered: a later useBackend(name) starts a fresh instance.
+   * @param {string} name
+   */
+  releaseBackend(name) {
+    const engine = this.tf && this.tf.engine();
+    if (!engine || !engine.registry || !(name in engine.registry) || this.backend() === name) return false;
+    try {
+      if (typeof engine.disposeRegisteredKernels === 'function') engine.disposeRegisteredKernels(name);
+      engine.registry[name].dispose();
+    } catch { /* lost context: nothing left to free */ }
+    delete engine.registry[name];
+    return true;
   }
 
   /**

@@ -43,18 +43,21 @@ def chromium_version() -> str:
         return "unknown"
 
 
-def environment() -> dict:
-    """Return the machine and software versions every report carries."""
-    import ai_edge_litert
-    import keras
-    import tensorflow as tf
+def environment(native: bool = True) -> dict:
+    """Return the machine and software versions every report carries (without the native
+    runtimes' when ``native`` is False: ``--no-native`` runs where TensorFlow is not installed)."""
+    versions = {"tensorflow": None, "keras": None, "ai_edge_litert": None}
+    if native:
+        import ai_edge_litert
+        import keras
+        import tensorflow as tf
 
+        versions = {"tensorflow": tf.__version__, "keras": keras.__version__,
+                    "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")}
     return {
         "cpu": cpu_info(),
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown"),
+        **versions,
         "chromium": chromium_version(),
         "tfjs": npm_version("@tensorflow/tfjs"),
         "litertjs": npm_version("@litertjs/core"),

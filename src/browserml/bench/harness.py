@@ -16,12 +16,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from ..browser import launch_browser, open_page, serve_local_files, vendor_mounts
+from ..browser import launch_browser, launch_flags, open_page, serve_local_files, vendor_mounts
 from ..errors import BrowserError, ModelError
 from ..progress import progress_bar
 from ..settings import get_settings
 from ..variants import Build, read_build
 from .environment import environment
+from .gpu import adapter_facts, software_gpu_warnings
 from .native import native_litert, native_tensorflow
 
 T = TypeVar("T")
@@ -80,6 +81,7 @@ class BenchReport:
     native: dict
     results: list[Summary] = field(default_factory=list)
     sdk: dict | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -248,8 +250,11 @@ def bench(build_dir: Path, *, run_dir: Path | None = None, engines: list[str] | 
           backends: list[str] | None = None, variants: list[str] | None = None,
           batches: list[int] | None = None, n: int = 50, repeats: int = 2,
           budget_ms: float = 8000, peers: bool = False, sdk: bool = True,
-          soak: int = 0) -> BenchReport:
-    """Benchmark a build directory; see the module docstring for the method."""
+          soak: int = 0, native: bool = True) -> BenchReport:
+    """Benchmark a build directory; see the module docstring for the method. ``native=False``
+    skips native TensorFlow / LiteRT (machines without them). The report carries the WebGL
+    renderer and WebGPU adapter the browser used, and a warning for each GPU backend that was
+    really a software one (gpu.software_gpu_warnings)."""
     build_dir = Path(build_dir)
     build = read_build(build_dir)
     batches = batches or [1]
@@ -258,7 +263,7 @@ def bench(build_dir: Path, *, run_dir: Path | None = None, engines: list[str] | 
     if run_dir is None:
         guess = build_dir.resolve().parent.parent / "runs" / build.name
         run_dir = guess if guess.is_dir() else None
-    native = run_native(build_dir, build, run_dir, batches, n)
+    native_figures = run_native(build_dir, build, run_dir, batches, n) if native else {}
     with tempfile.TemporaryDirectory(prefix="browserml-peers-") as tmp:
         extra = peer_models(run_dir, Path(tmp)) if peers else {}
         configs += [Config("ort", "wasm", variant, batch) for variant in extra for batch in batches]
@@ -266,15 +271,19 @@ def bench(build_dir: Path, *, run_dir: Path | None = None, engines: list[str] | 
                                            extra)
     if all(r.error for r in results):
         raise BrowserError(f"every configuration failed; first: {results[0].error}")
-    attach_ratios(results, native)
-    report = BenchReport(model=build.name, environment=environment(), browser=browser_env,
-                         native=native, results=results)
+    attach_ratios(results, native_figures)
+    browser_env["flags"] = launch_flags()
+    browser_env["gpu"] = adapter_facts(browser_env)
+    ran = {r.config.backend for r in results if not r.error}
+    report = BenchReport(model=build.name, environment=environment(native), browser=browser_env,
+                         native=native_figures, results=results,
+                         warnings=software_gpu_warnings(browser_env, ran))
     if sdk:
         from .sdk import bench_sdk
 
         report.sdk = bench_sdk(build_dir, build, n, soak)
         offered = {v.name for v in build.variants if v.offered}
-        report.sdk["ratios"] = sdk_ratios(report.sdk["median_ms"], results, native, offered)
+        report.sdk["ratios"] = sdk_ratios(report.sdk["median_ms"], results, native_figures, offered)
     return report
 
 

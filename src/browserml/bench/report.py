@@ -119,7 +119,11 @@ def environment_line(report: BenchReport) -> str:
 
 def markdown(report: BenchReport) -> str:
     """Return the report as Markdown tables (what BENCHMARKS.md quotes)."""
-    lines = [environment_line(report), "", f"| {' | '.join(HEADERS)} |", "|" + " --- |" * len(HEADERS)]
+    gpu = report.browser.get("gpu") or {}
+    lines = [environment_line(report), "",
+             f"WebGL renderer: {gpu.get('webgl_renderer')}; WebGPU adapter: {gpu.get('webgpu_adapter')}.",
+             *[f"**{w}**" for w in report.warnings], "",
+             f"| {' | '.join(HEADERS)} |", "|" + " --- |" * len(HEADERS)]
     lines += [f"| {' | '.join(row)} |" for row in rows(report)]
     native = ", ".join(f"{k} {v:.2f} ms" for k, v in report.native.get("1", {}).items())
     lines += ["", f"Native at batch 1 (median): {native}."]

@@ -29,7 +29,11 @@ async function environmentFacts() {
   let webgpu = null;
   try {
     const adapter = navigator.gpu && (await navigator.gpu.requestAdapter());
-    webgpu = adapter ? JSON.stringify(adapter.info || {}) : null;
+    const info = adapter && adapter.info ? adapter.info : {};
+    webgpu = adapter ? JSON.stringify({
+      vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description,
+      isFallbackAdapter: Boolean(adapter.isFallbackAdapter || info.isFallbackAdapter),
+    }) : null;
   } catch (e) { webgpu = null; }
   return {
     crossOriginIsolated: wasm.crossOriginIsolated,
