@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -38,6 +39,7 @@ class Cluster:
     token: str
     instances: list[Instance]
     balancer: str
+    balancer_log: Path
 
     @property
     def admin(self) -> dict[str, str]:
@@ -76,7 +78,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, schema_url: str) -> Iterat
     fragment = nginx.balancer_server_block([i.address for i in instances], f"127.0.0.1:{port}")
     try:
         with nginx.start_nginx(tmp_path / "balancer", fragment, port):
-            yield Cluster(settings, token, instances, f"http://127.0.0.1:{port}")
+            yield Cluster(settings, token, instances, f"http://127.0.0.1:{port}",
+                          tmp_path / "balancer" / "error.log")
     finally:
         for instance in instances:
             instance.stop()
@@ -190,3 +193,6 @@ def test_sigkill_of_an_instance_under_load_fails_no_client_and_loses_nothing(clu
     assert rollups == {MINUTE: raw, HOUR: raw, DAY: raw}
     for instance in cluster.instances:
         assert HTTP.get(f"{instance.url}/v1/models/digits/channels/stable.json").status_code == 200
+    # The kill was felt: nginx found the victim dead and sent its requests elsewhere.
+    log = cluster.balancer_log.read_text()
+    assert f"upstream: \"http://{victim.address}" in log, log[-2000:]

@@ -80,7 +80,11 @@ export interface Runtimes {
 export interface LoadOptions {
   /** Model name in the registry. */
   model: string;
-  /** Base URL of the model server (default: this page's origin). */
+  /**
+   * Base URL of the model files (default: this page's origin): a BrowserML server, or a static
+   * tree written by `browserml export` on any CDN (a path prefix is kept). Telemetry goes where
+   * the sink says (`httpSink({ server: apiUrl })`).
+   */
   server?: string;
   /** Release channel (default `stable`). */
   channel?: string;
