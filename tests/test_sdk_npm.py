@@ -1,12 +1,14 @@
 """The SDK as an npm package (issue 19): a clean npm project installs ``@browserml/sdk`` from its
 ``npm pack`` tarball, type-checks a typed usage example with ``tsc``, bundles a page with esbuild
-and the bundled page classifies a real digit in Chromium.
+and the bundled page classifies a real digit in Chromium, on TF.js and after the LiteRT.js
+upgrade.
 
 The clean project has its own package.json and node_modules; the SDK comes from the tarball
 (offline: it has no dependencies, TF.js and LiteRT.js are optional peers), and the peers are linked
 from the checkout's node_modules after the install — the exact locked versions, no network in a
 test. esbuild resolves TF.js, its wasm backend and LiteRT.js through those links; the page then
-loads no SDK module from /sdk/ and no TF.js script from /vendor/ (only the wasm binaries).
+loads no SDK module from /sdk/ and no TF.js or LiteRT.js module from /vendor/ (only the wasm
+binaries and LiteRT.js's emscripten glue beside them).
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ window.classifyDigit = async (b64) => {
   await clf.dispose();
   return { top: r.labels[0].label, engine: r.engine, backend: r.backend, tfjs: runtimes.tf.version.tfjs,
     engineVersion: stats.engineVersion, globalTf: typeof window.tf, last: progress.at(-1) };
+};
+window.upgradeDigit = async (b64) => {
+  const blob = new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], { type: 'image/png' });
+  const clf = await load({ model: 'digits', litert: 'force', remember: false, shared: false });
+  const first = await clf.classify(blob);
+  const upgrade = await clf.upgraded();
+  const second = await clf.classify(blob);
+  await clf.dispose();
+  return { first: first.engine, state: upgrade.state, engine: second.engine, variant: second.variant,
+    top: second.labels[0].label };
 };
 window.bundleReady = true;
 """
@@ -116,11 +128,20 @@ def test_esbuild_bundled_page_classifies_a_digit(bundled_server, digit_pngs):
         page.goto(bundled_server.url + "/demo/")
         page.wait_for_function("window.bundleReady === true")
         out = page.evaluate("(png) => window.classifyDigit(png)", b64(png))
+        upgraded = page.evaluate("(png) => window.upgradeDigit(png)", b64(png))
     assert out["top"] == str(digit)
     assert (out["engine"], out["tfjs"], out["engineVersion"]) == ("tfjs", "4.22.0", "4.22.0")
     assert out["globalTf"] == "undefined" and out["last"] == "ready"
     paths = [u[len(bundled_server.url):] for u in requests if u.startswith(bundled_server.url)]
     assert not [p for p in paths if p.startswith("/sdk/")], paths
-    assert not [p for p in paths if p.startswith("/vendor/") and p.endswith(".js")], paths
+    # From /vendor/ only what is not JavaScript a bundler can take: wasm binaries, and LiteRT.js's
+    # emscripten glue that sits beside its wasm build.
+    vendor_js = [p for p in paths if p.startswith("/vendor/") and p.endswith(".js")]
+    assert all(p.startswith("/vendor/@litertjs/core/wasm/") for p in vendor_js), vendor_js
     if out["backend"] == "wasm":
         assert [p for p in paths if p.startswith("/vendor/@tensorflow/tfjs-backend-wasm/dist/")]
+    # LiteRT.js from the bundle too: its JS never requested, its wasm build from /vendor/.
+    assert (upgraded["first"], upgraded["state"], upgraded["engine"]) == ("tfjs", "switched", "litert")
+    assert upgraded["variant"].startswith("tflite-") and upgraded["top"] == str(digit)
+    assert [p for p in paths if p.startswith("/vendor/@litertjs/core/wasm/") and p.endswith(".wasm")]
+    assert not [p for p in paths if p.startswith("/vendor/@litertjs/") and "/dist/" in p], paths
