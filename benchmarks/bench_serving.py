@@ -83,7 +83,7 @@ def write_build_with_shard(root: Path) -> Path:
     return root
 
 
-def wait_http(url: str, timeout_s: float = 20) -> None:
+def wait_http(url: str, timeout_s: float = 60) -> None:
     """Poll ``url`` until it answers (any status) or raise."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -182,8 +182,9 @@ def bench(duration: float, rounds: int, connections: int, baseline_src: Path | N
         for scenario in ("200 full GET", "304 If-None-Match"):
             results[scenario] = {name: [] for name in urls}
             cpu[scenario] = {name: [] for name in pids}
-            for _ in range(rounds):
-                for name, url in urls.items():
+            for round_ in range(rounds):
+                order = list(urls.items())
+                for name, url in order if round_ % 2 == 0 else order[::-1]:  # ABBA: no order bias
                     headers = {"If-None-Match": etags[name]} if scenario.startswith("304") else {}
                     spent = cpu_seconds(pids[name]) if name in pids else 0.0
                     rps = wrk(url, duration, connections, headers)
