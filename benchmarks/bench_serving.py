@@ -83,7 +83,7 @@ def write_build_with_shard(root: Path) -> Path:
     return root
 
 
-def wait_http(url: str, timeout_s: float = 20) -> None:
+def wait_http(url: str, timeout_s: float = 60) -> None:
     """Poll ``url`` until it answers (any status) or raise."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -113,6 +113,17 @@ def start_nginx(tmp: Path, root: Path, port: int) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc): per request, a cost that moves
+    much less with other processes' load than requests/s does."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_requests(output: str) -> int:
+    return int(re.search(r"(\d+) requests in", output).group(1))
+
+
 def wrk(url: str, duration: float, connections: int, headers: dict[str, str]) -> float:
     """Run wrk against ``url`` and return requests/s; raise when any response was not 2xx/3xx."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s"]
@@ -124,6 +135,7 @@ def wrk(url: str, duration: float, connections: int, headers: dict[str, str]) ->
     output = done.stdout
     if "Non-2xx or 3xx" in output or "Socket errors" in output:
         raise RuntimeError(f"wrk saw errors against {url}:\n{output}")
+    wrk.last_requests = wrk_requests(output)  # type: ignore[attr-defined]
     return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
 
 
@@ -151,6 +163,7 @@ def bench(duration: float, rounds: int, connections: int, baseline_src: Path | N
         ours_port, nginx_port = free_port(), free_port()
         processes.append(start_ours(settings.data_dir, ours_port))
         processes.append(start_nginx(tmp, registry.blobs.root, nginx_port))
+        pids = {"ours": processes[0].pid}
         urls = {
             "ours": f"http://127.0.0.1:{ours_port}/v1/blobs/{entry['sha256']}",
             "nginx": f"http://127.0.0.1:{nginx_port}/{blob.relative_to(registry.blobs.root)}",
@@ -158,20 +171,28 @@ def bench(duration: float, rounds: int, connections: int, baseline_src: Path | N
         if baseline_src is not None:
             before_port = free_port()
             processes.append(start_ours(settings.data_dir, before_port, baseline_src))
+            pids["before"] = processes[-1].pid
             urls["before"] = f"http://127.0.0.1:{before_port}/v1/blobs/{entry['sha256']}"
         etags = {}
         for name, url in urls.items():
             wait_http(url)
             etags[name] = check_server(url, entry["bytes"])
         results: dict[str, dict[str, list[float]]] = {}
+        cpu: dict[str, dict[str, list[float]]] = {}  # server CPU µs per request (ours, before)
         for scenario in ("200 full GET", "304 If-None-Match"):
             results[scenario] = {name: [] for name in urls}
-            for _ in range(rounds):
-                for name, url in urls.items():
+            cpu[scenario] = {name: [] for name in pids}
+            for round_ in range(rounds):
+                order = list(urls.items())
+                for name, url in order if round_ % 2 == 0 else order[::-1]:  # ABBA: no order bias
                     headers = {"If-None-Match": etags[name]} if scenario.startswith("304") else {}
+                    spent = cpu_seconds(pids[name]) if name in pids else 0.0
                     rps = wrk(url, duration, connections, headers)
                     results[scenario][name].append(rps)
-        return {"bytes": entry["bytes"], "results": results}
+                    if name in pids:
+                        spent = cpu_seconds(pids[name]) - spent
+                        cpu[scenario][name].append(spent * 1e6 / max(1, wrk.last_requests))
+        return {"bytes": entry["bytes"], "results": results, "cpu_us_per_request": cpu}
     finally:
         for process in processes:
             process.terminate()
@@ -203,6 +224,12 @@ def main() -> None:
             before = statistics.median(runs["before"])
             line += f" {before:>13,.0f} {ours / before:>11.3f}x"
         print(line)
+    if args.baseline_src:
+        print("server CPU per request (µs; median):")
+        for scenario, runs in report["cpu_us_per_request"].items():
+            ours, before = statistics.median(runs["ours"]), statistics.median(runs["before"])
+            print(f"  {scenario:<20} ours {ours:8.1f}  before {before:8.1f}  "
+                  f"ours/before {ours / before:.3f}x")
 
 
 if __name__ == "__main__":

@@ -499,8 +499,9 @@ def bench_before_after(label: str, database_url: str | None, seconds: float, con
         cpu: dict[str, list[float]] = {"ours": [], "before": []}  # server CPU ms per 1,000 events
         for port in (ours_port, before_port):
             run_loadgen(port, 2, connections)  # warm-up
-        for _ in range(rounds):
-            for name, port in (("ours", ours_port), ("before", before_port)):
+        for round_ in range(rounds):
+            order = (("ours", ours_port), ("before", before_port))
+            for name, port in order if round_ % 2 == 0 else order[::-1]:  # ABBA: no order bias
                 spent = cpu_seconds(SERVER_PIDS[port])
                 result = run_loadgen(port, seconds, connections)
                 spent = cpu_seconds(SERVER_PIDS[port]) - spent

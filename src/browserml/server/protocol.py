@@ -10,9 +10,10 @@ uvicorn's httptools protocol has none of these, and each was found to hurt (issu
   beyond the limit; an exact count of the parsed head then decides a head that completed in the
   same read, so a small head followed by a large body is never refused.
 * **Slow heads.** A client that opens a connection and sends its head slowly (or never) held a
-  file descriptor forever. A head not complete ``header_timeout_s`` after its first byte (or after
-  the connection opened) gets ``408`` and is closed; one sweep a second over the open connections
-  enforces it, so the per-request cost is a clock read. Idle keep-alive connections are closed by
+  file descriptor forever. A head still incomplete ``header_timeout_s`` after a sweep first saw it
+  (sweeps run every second, or every half timeout if shorter), and a connection that sent nothing
+  that long, get ``408`` and are closed. The sweep compares a per-connection count of completed
+  heads, so a request costs no clock read and no timer. Idle keep-alive connections are closed by
   uvicorn's own ``timeout_keep_alive``.
 * **Connection count.** Past ``max_connections`` open connections a new one is answered ``503`` and
   closed at once, with a log line (at most one every 10 s) naming the setting, instead of the
@@ -23,6 +24,7 @@ uvicorn's httptools protocol has none of these, and each was found to hurt (issu
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import time
 from dataclasses import dataclass
@@ -77,12 +79,23 @@ BUSY = _simple_response(b"503 Service Unavailable", b"too many connections; retr
 
 def guarded_protocol(limits: Limits, base: type[HttpToolsProtocol] = HttpToolsProtocol) -> type:
     """Given limits, return an httptools protocol class (a subclass of ``base``) that enforces
-    them; pass it to uvicorn's ``http=`` (or build on it, as :mod:`.revalidation` does)."""
+    them; pass it to uvicorn's ``http=`` (or build on it, as :mod:`.revalidation` does).
+
+    The per-request work is a few attribute updates (no clock read, no timer): blob
+    revalidations answered in the protocol run at tens of thousands a second per core."""
+    max_head = limits.max_header_bytes
+    interval = min(1.0, limits.header_timeout_s / 2)
+    stalled_limit = math.ceil(limits.header_timeout_s / interval)
+    base_data_received = base.data_received
+    base_headers_complete = base.on_headers_complete
+    base_message_complete = base.on_message_complete
 
     class GuardedProtocol(base):  # type: ignore[misc, valid-type]
-        _reading_head = True
-        _head_since: float | None = None
-        _head_bytes = 0
+        _reading_head = True  # between requests or inside a request head (not its body)
+        _head_bytes = 0  # bytes received since the last head completed (while reading a head)
+        _heads = 0  # requests completed on this connection
+        _mark = -1  # _heads at the last sweep that found this connection reading a head
+        _stalled = 0  # sweeps in a row that found the same head still incomplete
         _refused = False
 
         def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
@@ -91,34 +104,33 @@ def guarded_protocol(limits: Limits, base: type[HttpToolsProtocol] = HttpToolsPr
                 _log_cap(self.server_state, limits.max_connections)
                 self._refuse(BUSY)
                 return
-            self._head_since = time.monotonic()
-            _ensure_sweeper(self.server_state, self.loop, limits.header_timeout_s)
+            _ensure_sweeper(self.server_state, self.loop, interval, stalled_limit)
 
         def data_received(self, data: bytes) -> None:
-            if self._refused:
-                return
             if self._reading_head:
-                if self._head_since is None:
-                    self._head_since = time.monotonic()
                 self._head_bytes += len(data)
-            super().data_received(data)
-            if self._reading_head and self._head_bytes > limits.max_header_bytes:
-                self._refuse(TOO_LARGE)
+                base_data_received(self, data)
+                if self._reading_head and self._head_bytes > max_head:
+                    self._refuse(TOO_LARGE)
+            else:
+                base_data_received(self, data)
 
         def on_headers_complete(self) -> None:
             if self._refused:
                 return
             self._reading_head = False
-            self._head_since = None
-            if self._head_bytes > limits.max_header_bytes and self._head_size() > limits.max_header_bytes:
+            if self._head_bytes > max_head and self._head_size() > max_head:
                 self._refuse(TOO_LARGE)
                 return
-            super().on_headers_complete()
+            base_headers_complete(self)
 
         def on_message_complete(self) -> None:
-            super().on_message_complete()
+            # Every request ends here, also one a subclass answered without calling
+            # on_headers_complete above (a blob revalidation): the bookkeeping lives here.
+            base_message_complete(self)
             self._reading_head = True
             self._head_bytes = 0
+            self._heads += 1
 
         def _head_size(self) -> int:
             """The parsed request line + headers, in bytes (": " and CRLFs included)."""
@@ -130,34 +142,41 @@ def guarded_protocol(limits: Limits, base: type[HttpToolsProtocol] = HttpToolsPr
                 return
             self._refused = True
             self._reading_head = False
-            self._head_since = None
             self.cycle = _CLOSED  # type: ignore[assignment]
             if not self.transport.is_closing():
                 self.transport.write(response)
                 self.transport.close()
 
-        def _sweep(self, now: float, timeout_s: float) -> None:
-            if self._head_since is not None and now - self._head_since > timeout_s:
-                self._refuse(TIMED_OUT)
+        def _sweep(self) -> None:
+            """Called once per sweep: count how long the current head has been incomplete. An
+            idle keep-alive connection (no byte of a new head yet) is uvicorn's to close."""
+            if not self._reading_head or (self._heads and not self._head_bytes):
+                self._stalled = 0
+                return
+            if self._mark == self._heads:
+                self._stalled += 1
+                if self._stalled > stalled_limit:
+                    self._refuse(TIMED_OUT)
+            else:
+                self._mark, self._stalled = self._heads, 1
 
     return GuardedProtocol
 
 
-def _ensure_sweeper(server_state: object, loop: object, timeout_s: float) -> None:
-    """Start, once per server, the once-a-second sweep that times out slow request heads."""
+def _ensure_sweeper(server_state: object, loop: object, interval: float, _stalled_limit: int) -> None:
+    """Start, once per server, the sweep (every ``interval`` s) that times out slow heads."""
     if getattr(server_state, "browserml_sweeper", False):
         return
     server_state.browserml_sweeper = True  # type: ignore[attr-defined]
 
     def sweep() -> None:
-        now = time.monotonic()
         for connection in list(server_state.connections):  # type: ignore[attr-defined]
             sweeper = getattr(connection, "_sweep", None)
             if sweeper is not None:
-                sweeper(now, timeout_s)
-        loop.call_later(min(1.0, timeout_s / 2), sweep)  # type: ignore[attr-defined]
+                sweeper()
+        loop.call_later(interval, sweep)  # type: ignore[attr-defined]
 
-    loop.call_later(min(1.0, timeout_s / 2), sweep)  # type: ignore[attr-defined]
+    loop.call_later(interval, sweep)  # type: ignore[attr-defined]
 
 
 def _log_cap(server_state: object, cap: int) -> None:

@@ -49,11 +49,14 @@ class _Answered:
 _ANSWERED = _Answered()
 
 
-def revalidating_protocol(blobs: BlobApp, count: Callable[[], None] | None = None) -> type:
+def revalidating_protocol(blobs: BlobApp, count: Callable[[], None] | None = None,
+                          base: type[HttpToolsProtocol] = HttpToolsProtocol) -> type:
     """Given the server's blob app (and a counter to bump per answer), return an httptools
-    protocol class for uvicorn's ``http=`` that answers blob revalidations itself."""
+    protocol class for uvicorn's ``http=`` that answers blob revalidations itself; ``base`` is the
+    protocol it extends (the server's :func:`.protocol.guarded_protocol`: the revalidation check
+    runs first, so a 304 pays for one Python call at "headers complete", not two)."""
 
-    class RevalidatingProtocol(HttpToolsProtocol):
+    class RevalidatingProtocol(base):  # type: ignore[misc, valid-type]
         def on_headers_complete(self) -> None:
             if not self._answer_revalidation():
                 super().on_headers_complete()

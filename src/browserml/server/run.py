@@ -59,7 +59,7 @@ def http_protocol(app: object, settings: Settings) -> type:
     front = getattr(app, "front", None)
     if front is None:
         return guarded_protocol(limits)
-    return guarded_protocol(limits, revalidating_protocol(front.blobs, front.count))
+    return revalidating_protocol(front.blobs, front.count, guarded_protocol(limits))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
