@@ -83,6 +83,16 @@ def first_diverging_layer(page, model, variant: str, backend: str, inputs: np.nd
     return None
 
 
+def layer_probe(model):
+    """Return a copy of ``model`` with its own layers: the translated model shares layer objects
+    with the user's model, so a layer's ``.output`` would name the original graph's tensor."""
+    import keras
+
+    probe = keras.models.clone_model(model)
+    probe.set_weights(model.get_weights())
+    return probe
+
+
 def reference_source(build_dir: Path, build: Build, run_dir: Path | None) -> Source:
     """Return the Keras model and inputs a build was converted from: ``run_dir`` when given, else
     ``variants.json``'s origin, else ``runs/<name>`` beside ``build/<name>``."""
@@ -126,7 +136,8 @@ def verify(build_dir: Path, run_dir: Path | None = None, *, samples: int | None 
             result = check_variant(page, variant, backend, inputs, labels, expected, tolerance)
             if not result.passed and variant.engine == "tfjs" and result.error is None:
                 result.diverging_layer = first_diverging_layer(
-                    page, tfjs_model(source.model), variant.name, backend, inputs[:4], tolerance)
+                    page, layer_probe(tfjs_model(source.model)), variant.name, backend,
+                    inputs[:4], tolerance)
             report.variants.append(result)
             bar.advance(task)
     failed = [v for v in report.variants if not v.passed]
