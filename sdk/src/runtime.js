@@ -52,7 +52,7 @@ import { batchChunks, bestBatch, defaultBatch } from './batching.js';
  * @property {'auto' | 'force' | 'off'} [litert] LiteRT.js in the upgrade (default "auto": measured
  *   where usable; "force": switched to whenever it runs; "off": never loaded)
  * @property {number} [litertMinMs] download gate: an engine not loaded yet is fetched only when the
- *   current path needs at least this many ms a prediction (default 5)
+ *   current path needs at least this many ms a prediction (default 10)
  * @property {number} [predictSampleRate] fraction of predict events sent to telemetry (default 1)
  */
 
