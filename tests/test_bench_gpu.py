@@ -28,7 +28,7 @@ def bench_json(build, *args: str) -> dict:
                                       "--n", "5", "--budget-ms", "1500", "--no-sdk", "--no-native",
                                       "--json", *args])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 def test_bench_gpu_flag_reaches_the_browser_and_no_native_skips_tensorflow(digits_build):
