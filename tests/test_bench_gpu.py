@@ -23,18 +23,27 @@ def test_gpu_preset_flags_are_on_chromiums_command_line():
         assert flag in command_line, flag
 
 
-def test_bench_gpu_flag_reports_adapter_and_warns_on_swiftshader(digits_build):
-    """A real bench run of TF.js webgl with --gpu --no-native on this CPU-only machine: the report
-    names the flags, the WebGL renderer (SwiftShader here) and warns that the webgl figures are
-    not from a GPU."""
-    result = CliRunner().invoke(cli, [
-        "bench", str(digits_build), "--engines", "tfjs", "--backends", "webgl",
-        "--variants", "uint8", "--n", "5", "--budget-ms", "1500", "--no-sdk", "--no-native",
-        "--gpu", "--json"])
+def bench_json(build, *args: str) -> dict:
+    result = CliRunner().invoke(cli, ["bench", str(build), "--engines", "tfjs", "--variants", "uint8",
+                                      "--n", "5", "--budget-ms", "1500", "--no-sdk", "--no-native",
+                                      "--json", *args])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    return json.loads(result.stdout)
+
+
+def test_bench_gpu_flag_reaches_the_browser_and_no_native_skips_tensorflow(digits_build):
+    """A real bench run with --gpu --no-native (wasm: this machine has no Vulkan GPU for webgl):
+    the report carries the preset's flags as launched, and no native figures."""
+    report = bench_json(digits_build, "--backends", "wasm", "--gpu")
     assert set(GPU_FLAGS) <= set(report["browser"]["flags"])
     assert report["native"] == {} and report["environment"]["tensorflow"] is None
+    assert report["warnings"] == [], "wasm ran no GPU backend"
+
+
+def test_bench_warns_loudly_when_webgl_is_swiftshader(digits_build):
+    """TF.js webgl in headless Chromium without a GPU: the renderer is SwiftShader, and the report
+    says the webgl figures are not from a GPU."""
+    report = bench_json(digits_build, "--backends", "webgl")
     gpu = report["browser"]["gpu"]
     assert gpu["webgl_renderer"] and gpu["webgl_software"], gpu
     assert any("webgl figures are NOT from a GPU" in w for w in report["warnings"])

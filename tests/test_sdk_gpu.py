@@ -11,7 +11,7 @@ reported, with no failed prediction.
 from __future__ import annotations
 
 from browserml.browser import launch_browser
-from test_sdk import CLASSIFY_ALL, b64, open_blank
+from test_sdk import CLASSIFY_ALL, b64, count_correct, open_blank
 
 # A hardware-looking adapter whose device request fails, installed before the SDK loads.
 BROKEN_ADAPTER = """() => {
@@ -42,7 +42,7 @@ def test_litert_webgpu_skipped_cleanly_without_a_hardware_adapter(sdk_server, di
         out = page.evaluate(CLASSIFY_ALL, [[b64(png) for _, png in sample],
                                            {"engines": ["litert"], "remember": False}])
     assert {(a["engine"], a["backend"]) for a in out["answers"]} == {("litert", "wasm")}
-    assert [a["labels"][0]["label"] for a in out["answers"]] == [str(d) for d, _ in sample]
+    assert count_correct(sample, out["answers"]) >= len(sample) - 1, "int8 may miss one digit"
     stats = out["stats"]
     gpu = stats["gpu"]
     assert gpu is not None, "the upgrade read the GPU facts"
@@ -74,7 +74,8 @@ def test_remembered_litert_webgpu_whose_device_fails_falls_back_without_a_failed
     assert len(out["answers"]) == 2 * len(sample)
     assert {(a["engine"], a["backend"]) for a in out["answers"]} == {("litert", "wasm")}
     labels = [a["labels"][0]["label"] for a in out["answers"]]
-    assert labels == [str(d) for d, _ in sample] * 2
+    assert labels[: len(sample)] == labels[len(sample):], "same answers before and after the failed move"
+    assert count_correct(sample, out["answers"][: len(sample)]) >= len(sample) - 1
     stats = out["stats"]
     assert stats["errors"] == 0
     assert stats["selection"]["source"] == "remembered"

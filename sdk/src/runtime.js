@@ -23,12 +23,13 @@ import { MemoryGuard } from './memory.js';
 import { LoadProgress } from './progress.js';
 import { decode } from './preprocess.js';
 import {
-  DEFAULT_BUDGET_MS, candidateKey, choiceKey, fallbackCandidates, shareDeadline, shouldSwitch, timeRuns,
+  DEFAULT_BUDGET_MS, candidateKey, choiceKey, fallbackCandidates, timeRuns,
 } from './selection.js';
 import { isMeasured, startOrder } from './start.js';
 import { LatencyStats, median, topK } from './stats.js';
 import { Telemetry } from './telemetry.js';
-import { DEFAULT_UPGRADE_BUDGET_MS, fitsBudget, upgradePlan } from './upgrade.js';
+import { DEFAULT_UPGRADE_BUDGET_MS, upgradePlan } from './upgrade.js';
+import { promoteRemembered, runUpgrade } from './upgrader.js';
 import { batchChunks, bestBatch, defaultBatch } from './batching.js';
 
 /**
@@ -57,7 +58,7 @@ import { batchChunks, bestBatch, defaultBatch } from './batching.js';
  * @property {'auto' | 'force' | 'off'} [litert] LiteRT.js in the upgrade (default "auto": measured
  *   where usable; "force": switched to whenever it runs; "off": never loaded)
  * @property {number} [litertMinMs] download gate: an engine not loaded yet is fetched only when the
- *   current path needs at least this many ms a prediction (default 5)
+ *   current path needs at least this many ms a prediction (default 10)
  * @property {number} [predictSampleRate] fraction of predict events sent to telemetry (default 1)
  */
 
@@ -450,7 +451,7 @@ export class Runtime {
     this._upgradePromise = whenIdle().then(async () => {
       if (this.disposed) return this.upgrade;
       await this._gpuFacts();
-      if (this._promote) return this._promoteRemembered();
+      if (this._promote) return promoteRemembered(this);
       const o = this.options;
       const currentMs = await this._timeCurrent();
       const plan = upgradePlan({
@@ -459,52 +460,11 @@ export class Runtime {
         compileMs: this.compileMs,
       });
       this.upgrade = { state: plan.go ? 'pending' : 'skipped', reason: plan.reason, skipped: plan.skipped, results: [] };
-      return plan.go ? this._runUpgrade(plan) : this._upgradeEnd('skipped', [], now(), plan.reason);
+      return plan.go ? runUpgrade(this, plan) : this._upgradeEnd('skipped', [], now(), plan.reason);
     }).catch((err) => {
       this.upgrade = { ...this.upgrade, state: 'failed', error: String(err && err.message ? err.message : err) };
     }).then(() => this.upgrade);
     return this._upgradePromise;
-  }
-
-  /**
-   * Move to the remembered GPU path (measured fastest on an earlier visit) now that the first
-   * answer is out: build it while predictions wait, adopt it; a failure is a fallback and the CPU
-   * path keeps serving.
-   */
-  async _promoteRemembered() {
-    const t0 = now();
-    const target = this._promote;
-    this._promote = null;
-    const known = this.candidates.find((c) => candidateKey(c) === candidateKey(target));
-    if (!known || known.software) {
-      this._fallback(target, new EngineError('the remembered GPU path is not available now', 'backend-init'), 'upgrade');
-      return this._upgradeEnd('failed', [], t0, 'the remembered GPU path is not available now (see fallbacks)');
-    }
-    const sameEngine = target.engine === this.current.engine;
-    let built = null;
-    try {
-      await this._exclusive(async () => {
-        try {
-          built = await this._build(target);
-          if (sameEngine) await built.engine.useBackend(target.backend);
-          this._adopt(target, built);
-        } catch (err) {
-          if (sameEngine) await this.engine.useBackend(this.current.backend).catch(() => {});
-          throw err;
-        }
-      });
-    } catch (err) {
-      this._markFailed(target, err);
-      this._fallback(target, err, 'upgrade');
-      this.upgrade = { state: 'failed', reason: 'the remembered GPU path failed (see fallbacks)', ms: now() - t0, results: [] };
-      this._remember({ measured: false });
-      return this.upgrade;
-    }
-    this.upgrade = {
-      state: 'remembered', reason: `measured fastest on this device and model version before (${candidateKey(target)}); first answer from the CPU path`,
-      ms: now() - t0, results: [], threads: this.engine.threadsUsed(),
-    };
-    return this.upgrade;
   }
 
   /**
@@ -524,128 +484,6 @@ export class Runtime {
     const out = new Set();
     for (const c of this.candidates) if (this._isFailed(c)) out.add(candidateKey(c));
     return out;
-  }
-
-  async _runUpgrade(plan) {
-    const t0 = now();
-    const force = this.options.litert === 'force';
-    const results = [];
-    this.upgrade = { ...this.upgrade, state: 'loading' };
-    let spent = 0;
-    let measured = 0;
-    let switched = false;
-    for (const group of plan.queue) {
-      if (this.disposed) break;
-      if (!fitsBudget(group, spent, this.options.upgradeBudgetMs, measured)) {
-        results.push({ candidate: { engine: group.engine, backend: group.backend, variant: group.variants[0] }, ok: false, error: 'skipped: upgrade budget spent' });
-        continue;
-      }
-      const g0 = now();
-      const outcome = await this._measureGroup(group, force);
-      spent += now() - g0;
-      results.push(...outcome.results);
-      if (outcome.timed) measured += 1;
-      if (outcome.switched) switched = true;
-    }
-    const anyOk = results.some((r) => r.ok);
-    const state = switched ? 'switched' : (anyOk ? 'kept' : 'failed');
-    return this._upgradeEnd(state, results, t0);
-  }
-
-  /**
-   * One (engine, backend) group: its variants in order until one builds, then timed against the
-   * current path; switch when faster (or forced). Building happens off the exclusive section when
-   * the candidate's engine is another one than the current (predictions keep flowing); a TF.js
-   * backend shares TF.js's global backend with the current model, so it is built exclusively.
-   */
-  async _measureGroup(group, force) {
-    const results = [];
-    for (const variant of group.variants) {
-      const candidate = { engine: group.engine, backend: group.backend, variant };
-      if (this._isFailed(candidate) || this.disposed) continue;
-      let artifacts;
-      try {
-        ({ artifacts } = await this._files(variant, group.engine));
-      } catch (err) {
-        this.failed.add(`${group.engine}//${variant}`);
-        results.push({ candidate, ok: false, error: String(err && err.message ? err.message : err) });
-        this._fallback(candidate, err, 'upgrade');
-        continue;
-      }
-      try {
-        const outcome = await this._race(candidate, artifacts, force);
-        results.push(outcome.result);
-        return { results, timed: true, switched: outcome.switched };
-      } catch (err) {
-        this._markFailed(candidate, err);
-        results.push({ candidate, ok: false, error: String(err && err.message ? err.message : err) });
-        this._fallback(candidate, err, 'upgrade');
-        if (err && err.code === 'backend-init') break;
-      }
-    }
-    return { results, timed: false, switched: false };
-  }
-
-  /**
-   * Build a candidate, time it and the current path back to back (predictions wait while they
-   * are timed), inside the selection budget; adopt it when faster.
-   */
-  async _race(candidate, artifacts, force) {
-    const sameEngine = candidate.engine === this.current.engine;
-    let built = null;
-    if (!sameEngine) built = await this._build(candidate, artifacts);
-    let adopted = false;
-    try {
-      return await this._exclusive(async () => {
-        try {
-          return await this._timeAndDecide(candidate, artifacts, built, sameEngine, force, (b) => { built = b; }, () => { adopted = true; });
-        } finally {
-          // A TF.js / LiteRT.js backend is engine-wide state: give it back to the current model.
-          if (sameEngine && !adopted) await this.engine.useBackend(this.current.backend).catch(() => {});
-        }
-      });
-    } finally {
-      if (!adopted && built) {
-        built.engine.disposeModel(built.model);
-        // The loser's memory goes: its backend (GPU buffers, texture pool, wasm heap), or every
-        // backend of an engine that no longer serves anything.
-        if (sameEngine && typeof built.engine.releaseBackend === 'function') built.engine.releaseBackend(candidate.backend);
-        else if (!sameEngine) this._releaseEngine(built.engine);
-      }
-    }
-  }
-
-  /** The exclusive part of a race (see _race): build (same engine), time both, decide, adopt. */
-  async _timeAndDecide(candidate, artifacts, built, sameEngine, force, setBuilt, setAdopted) {
-    const spec = this.manifest.input;
-    const budget = this.options.selectionBudgetMs;
-    if (sameEngine) {
-      built = await this._build(candidate, artifacts);
-      setBuilt(built);
-    }
-    {
-        const start = now();
-        const times = await timeRuns(() => built.engine.warmup(built.model, spec), { deadline: shareDeadline(start, budget, 2, now()), minRuns: 1, maxRuns: 5 });
-        if (built.engine.health()) throw new EngineError(built.engine.health(), 'backend-lost');
-        const current = { ...this.current };
-        if (sameEngine) await this.engine.useBackend(current.backend);
-        const base = await timeRuns(() => this.engine.warmup(this.model, spec), { deadline: shareDeadline(start, budget, 1, now()), minRuns: 1, maxRuns: 5 });
-        const ms = median(times);
-        const result = {
-          candidate, ok: true, ms, runs: times.length, warmupMs: built.warmupMs, loadMs: built.loadMs,
-          against: { candidate: current, ms: median(base), runs: base.length },
-        };
-        const forced = force && candidate.engine === 'litert' && current.engine !== 'litert';
-        if (this.disposed || !shouldSwitch(ms, result.against.ms, forced)) {
-          this._measuredMs = { key: candidateKey(current), ms: result.against.ms };
-          return { switched: false, result };
-        }
-        if (sameEngine) await built.engine.useBackend(candidate.backend);
-        this._adopt(candidate, built);
-        setAdopted();
-        this._measuredMs = { key: candidateKey(candidate), ms };
-        return { switched: true, result };
-    }
   }
 
   /** Record and remember the upgrade's outcome. */

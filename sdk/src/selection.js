@@ -213,9 +213,10 @@ export const LITERT_PREFERENCE = Object.freeze(['tflite-int8', 'tflite-float16',
  * engine whose runtime is not loaded yet — LiteRT.js's 9.4 MB wasm (2.9 MB gzipped) — is fetched
  * and measured only when the current path needs at least this long a prediction. Below it there
  * is nothing a user can feel to win (digits answers in 1-2 ms on TF.js), so the download is
- * skipped. `litertMinMs` changes it.
+ * skipped. `litertMinMs` changes it. (10 ms: at that time a 2-4x faster engine saves 5-7 ms a
+ * call, which pays an idle-time download within a session of a few hundred predictions.)
  */
-export const DEFAULT_LITERT_MIN_MS = 5;
+export const DEFAULT_LITERT_MIN_MS = 10;
 
 /**
  * LiteRT.js variants to try, in order: offered by the manifest, allowed by the user's `variants`

@@ -132,7 +132,7 @@ test('upgrade: SwiftShader is never measured; LiteRT.js wasm needs isolation; th
   assert.match(isolatedNot.reason, /crossOriginIsolated/);
   const fast = upgradePlan({ candidates: cs, current, features: CAPABLE, currentMs: 1.5 });
   assert.equal(fast.go, false);
-  assert.match(fast.reason, /1\.5 ms \(< 5 ms\)/);
+  assert.match(fast.reason, /1\.5 ms \(< 10 ms\)/);
   const forced = upgradePlan({ candidates: cs, current, features: CAPABLE, currentMs: 1.5, mode: 'force' });
   assert.deepEqual(forced.queue.map((g) => g.engine), ['litert']);
   const off = upgradePlan({ candidates: cs, current, features: CAPABLE, currentMs: 40, mode: 'off' });
