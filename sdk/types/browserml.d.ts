@@ -100,8 +100,12 @@ export interface LoadOptions {
   backends?: Backend[];
   /** Only consider these variants. */
   variants?: string[];
-  /** Time budget for timing backends, ms (default 1500). */
+  /** Only consider these engines. */
+  engines?: Array<'tfjs' | 'litert'>;
+  /** Time for timing one candidate against the current one, ms (default 1500). */
   selectionBudgetMs?: number;
+  /** Idle time for measuring alternatives after the first answer, compile included, ms (default 4000). */
+  upgradeBudgetMs?: number;
   /** Reuse / store the measured choice (default true). */
   remember?: boolean;
   /** Bytes, or per-kind limits, before the backend is rebuilt. */
@@ -193,6 +197,11 @@ export declare class Classifier extends EventTarget {
   classify(input: ImageInput, options?: ClassifyOptions): Promise<ClassifyResult>;
   classifyBatch(inputs: ImageInput[], options?: ClassifyOptions): Promise<BatchResult[]>;
   upgraded(): Promise<UpgradeOutcome>;
+  /**
+   * Time the current path at batch sizes 1, 8 and 32 (ms per image); `classifyBatch` uses the best
+   * from then on. Predictions wait while it runs.
+   */
+  measureBatches(sizes?: number[]): Promise<{ sizes: Record<string, number>; best: number }>;
   /** A plain object on the page; a Promise in worker mode. */
   stats(): ClassifierStats | Promise<ClassifierStats>;
   rebuild(reason?: string): Promise<void>;
