@@ -11,6 +11,8 @@ export async function classifyFile(file: File, bar: HTMLProgressElement): Promis
     model: 'digits',
     channel: 'stable',
     backends: ['wasm', 'cpu'],
+    engines: ['tfjs', 'litert'],
+    upgradeBudgetMs: 4000,
     telemetry: [httpSink({ intervalMs: 5000 }), (e) => console.log(e.type, e.model)],
     onProgress: (e) => {
       seen.push(e);
@@ -25,11 +27,12 @@ export async function classifyFile(file: File, bar: HTMLProgressElement): Promis
     if ('error' in slot) console.warn(slot.error.code, slot.error instanceof IntegrityError);
     else console.log(slot.labels[0].p.toFixed(3));
   }
+  const { best } = await clf.measureBatches([1, 8, 32]);
   const stats: ClassifierStats = await clf.stats();
   const upgrade = await clf.upgraded();
   await clf.dispose();
   return `${result.labels[0].label} in ${result.ms.toFixed(1)} ms on ${result.engine}/${result.backend}`
-    + ` (${stats.variant}, upgrade ${upgrade.state}, ${seen.length} progress events, client ${clientId() ?? '-'})`;
+    + ` (${stats.variant}, batch ${best}, upgrade ${upgrade.state}, ${seen.length} progress events, client ${clientId() ?? '-'})`;
 }
 
 export async function bundled(canvas: HTMLCanvasElement): Promise<number> {
