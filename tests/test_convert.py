@@ -210,8 +210,9 @@ def test_budget_is_applied_by_convert(digits_build, build):
 # ---------------------------------------------------------------- refusals
 
 
-def test_missing_run_dir(tmp_path):
-    with pytest.raises(ModelError, match="run directory not found; train one with 'browserml train'"):
+def test_missing_model_or_run_dir(tmp_path):
+    with pytest.raises(ModelError, match=r"not found; give a \.keras or \.h5 file, a SavedModel "
+                                         r"folder or a 'browserml train' run directory"):
         convert(tmp_path / "runs" / "nothing", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -3,6 +3,7 @@ tampered build caught with its variant and layer named."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -88,10 +89,22 @@ def test_build_without_variants_json(tmp_path, digits_run):
         verify(tmp_path, digits_run, samples=SAMPLES)
 
 
-def test_default_run_dir_that_does_not_exist(tmp_path, digits_build):
+def test_verify_finds_the_run_from_variants_json(tmp_path, digits_build, digits_run):
+    """A build copied anywhere still knows its run: ``browserml verify build/x`` needs no --run."""
+    build_dir = tmp_path / "elsewhere" / "digits"
+    shutil.copytree(digits_build, build_dir)
+    assert read_build(build_dir).origin == {"run": str(digits_run.resolve())}
+    report = verify(build_dir, samples=10)
+    assert report.ok and report.samples == 10
+
+
+def test_a_build_that_does_not_say_where_it_came_from(tmp_path, digits_build):
     build_dir = tmp_path / "build" / "digits"
     shutil.copytree(digits_build, build_dir)
-    with pytest.raises(ModelError, match="run directory not found") as caught:
+    document = json.loads((build_dir / "variants.json").read_text())
+    document.pop("origin")
+    (build_dir / "variants.json").write_text(json.dumps(document))
+    with pytest.raises(ModelError, match="does not say which model it came from") as caught:
         verify(build_dir, samples=SAMPLES)
     assert str(tmp_path / "runs" / "digits") in str(caught.value)
 

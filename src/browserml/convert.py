@@ -118,13 +118,18 @@ def apply_budget(variants: list[Variant], budget_pp: float) -> None:
             variant.note = f"accuracy loss {loss_pp:.2f} pp exceeds the {budget_pp:g} pp budget"
 
 
-def tflite_error(exc: Exception) -> str:
-    """Return one line naming the op TensorFlow's TFLite converter refused, and the way out."""
+def tflite_error(exc: Exception, layer_names: list[str] = ()) -> str:
+    """Return one line naming the ops TensorFlow's TFLite converter refused and the layer they
+    come from (its name scope in the converter's locations), and the way out."""
     text = str(exc)
     ops = sorted(set(re.findall(r"'(tf\.[A-Za-z0-9_]+)' op", text)))
     what = f"ops {', '.join(ops)}" if ops else (text.strip().splitlines() or [type(exc).__name__])[0][:200]
-    return (f"the TFLite converter cannot export {what}; replace the layer that uses them with "
-            "standard Keras layers, or serve the TF.js variants")
+    scopes = re.findall(r'"[^"/]+/([^"/@]+)/[^"]*@', text)
+    layer = next((n for scope in scopes for n in (scope, re.sub(r"_\d+$", "", scope))
+                  if n in layer_names), None)
+    where = f" (layer {layer!r})" if layer else ""
+    return (f"the TFLite converter cannot export {what}{where}; replace that layer with standard "
+            "Keras layers, or serve the TF.js variants")
 
 
 def choose(variants: tuple[str, ...], engines: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -228,7 +233,7 @@ def write_tflite(source: Source, out: Path, names: list[str], reference: np.ndar
         if type(exc).__name__ not in ("ConverterError", "ValueError", "TypeError",
                                       "NotImplementedError", "InvalidArgumentError"):
             raise
-        notes["litert"] = tflite_error(exc)
+        notes["litert"] = tflite_error(exc, [layer.name for layer in source.model.layers])
     for folder in TFLITE_VARIANTS:
         if (out / folder).exists():
             import shutil
@@ -245,7 +250,10 @@ def source_kind(source: Source) -> str:
 
 
 def keras_accuracy(source: Source, reference: np.ndarray) -> float | None:
-    """Keras float32 test accuracy (None when measured on generated inputs)."""
+    """Keras float32 test accuracy: a run's recorded one, else measured here (None when measured
+    on generated inputs)."""
+    if source.keras_accuracy is not None:
+        return source.keras_accuracy
     return None if source.targets is None else float(
         (reference.argmax(1) == source.targets).mean())
 

@@ -3,7 +3,8 @@ or a ``browserml train`` run directory, with the images it is measured on.
 
 Everything ``convert`` needs is read from the model itself: the input's height and width (square
 or not) and channels, the number of classes. Labels come from the data folder or ``--labels``.
-With data, test accuracy and int8 calibration use a seeded split of it; without, every variant is
+With data, test accuracy (on up to ``verify_samples`` test images) and int8 calibration (on
+``calibration_samples`` training images) use a seeded split of it; without, every variant is
 compared with Keras on seeded generated inputs and int8 (which needs real images to calibrate)
 is skipped, with the reason in the table.
 """
@@ -59,7 +60,7 @@ def read_source(model_or_path: Any, *, data: str | None = None, labels: list[str
         saved = False
     else:
         path = Path(model_or_path)
-        if path.is_dir() and (path / "run.json").is_file():
+        if path.is_dir() and not (path / "saved_model.pb").is_file():
             return run_source(path, value_range)
         model, saved = load_model(path)
         origin = {"model": str(path.resolve()), "data": data, "seed": seed}
@@ -72,7 +73,7 @@ def run_source(run_dir: Path, value_range: tuple[float, float] | None) -> Source
 
     run = read_run(run_dir)
     model = run.load_model()
-    height, width, channels = (int(d) for d in model.inputs[0].shape[1:])
+    height, width, channels = input_shape(model)
     return Source(model=model, labels=run.labels, height=height, width=width, channels=channels,
                   value_range=value_range or (0.0, 255.0), inputs=run.test_images,
                   targets=run.test_labels, calibration=run.calibration_images(),
@@ -90,7 +91,7 @@ def load_model(path: Path) -> tuple[Any, bool]:
     if not path.exists():
         raise ModelError(f"{path}: not found; give a .keras or .h5 file, a SavedModel folder or a "
                          "'browserml train' run directory")
-    if path.is_dir() or path.suffix.lower() not in MODEL_SUFFIXES:
+    if path.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(f"{path}: not a Keras model; give a .keras or .h5 file, a SavedModel "
                          "folder (with saved_model.pb) or a 'browserml train' run directory")
     try:
@@ -200,9 +201,10 @@ def attach_data(source: Source, data: str, labels: list[str] | None, seed: int) 
         raise DatasetError(f"{data}: has {len(loaded.class_names)} classes but the model outputs "
                            f"{len(source.labels)}; give data with one folder per output unit")
     splits = datasets.split(loaded, seed)
+    test = splits.test.subset(np.arange(min(len(splits.test), settings.verify_samples)))
     source.labels = labels or loaded.class_names
-    source.inputs = to_model_range(resize(splits.test.images, source), source.value_range)
-    source.targets = splits.test.labels
+    source.inputs = to_model_range(resize(test.images, source), source.value_range)
+    source.targets = test.labels
     source.calibration = to_model_range(
         resize(splits.train.images[:settings.calibration_samples], source), source.value_range)
 

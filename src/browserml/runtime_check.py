@@ -39,7 +39,8 @@ def verify_page(build_dir: Path) -> Iterator:
               **vendor_mounts(VENDOR_PACKAGES)}
     with serve_local_files(mounts) as origin, launch_browser() as context:
         yield open_page(context, f"{origin}/static/verify.html",
-                        "window.browsermlReady === true && window.browsermlLitertReady")
+                        "window.browsermlReady === true && window.browsermlLitertReady "
+                        "&& window.browsermlLayersReady")
 
 
 def encode_batches(inputs: np.ndarray, batch: int) -> tuple[str, list[str]]:

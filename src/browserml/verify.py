@@ -6,29 +6,25 @@ Keras, and each variant's top-1 agreement with Keras is reported. When float32 d
 layer whose output differs is named, so a translation bug points at its layer. A TFLite variant
 that LiteRT.js cannot run (an unsupported op) is reported, not fatal: the SDK leaves it to TF.js.
 
-Files reach the page from the build dir and node_modules through a bare loopback file server
-(:func:`browserml.browser.serve_local_files`), not through our server: ``tfjs/`` and verification
-stay independent of the registry.
+The Keras model and the inputs are found from ``variants.json``'s ``origin`` (the run directory,
+or the model file and data ``convert`` was given, or the ``source.keras`` it saved for a live
+model), so ``browserml verify build/x`` needs nothing else. Files reach the page through a bare
+loopback file server (:func:`browserml.runtime_check.verify_page`), not through our server.
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .browser import launch_browser, open_page, serve_local_files, vendor_mounts
-from .errors import BrowserError, VerificationError
+from .errors import BrowserError, ModelError, VerificationError
+from .model_source import Source, read_source
 from .progress import progress_bar
+from .runtime_check import browser_outputs, encode_batches, verify_page
 from .settings import get_settings
-from .train import read_run
-from .variants import read_build
-
-STATIC = Path(__file__).parent / "static"
-VENDOR_PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@litertjs/core",
-                   "@litertjs/wasm-utils")
+from .variants import Build, Variant, read_build
 
 
 @dataclass
@@ -58,30 +54,26 @@ class VerifyReport:
         return all(v.passed for v in self.variants)
 
 
-def encode_batches(images: np.ndarray, batch: int) -> list[str]:
-    """Return the images as base64 uint8 chunks of ``batch`` samples (cheap to send to a page)."""
-    return [base64.b64encode(np.ascontiguousarray(images[i:i + batch]).tobytes()).decode()
-            for i in range(0, len(images), batch)]
-
-
-def keras_layer_outputs(model, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    """Return each named layer's Keras output for ``images``."""
+def keras_layer_outputs(model, inputs: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Return each named layer's Keras output for ``inputs``."""
     import keras
 
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
-    outputs = probe.predict(images.astype(np.float32), verbose=0)
+    outputs = probe.predict(inputs.astype(np.float32), verbose=0)
     return dict(zip(names, outputs if isinstance(outputs, list) else [outputs], strict=True))
 
 
-def first_diverging_layer(page, model, variant: str, backend: str, images: np.ndarray,
+def first_diverging_layer(page, model, variant: str, backend: str, inputs: np.ndarray,
                           tolerance: float) -> str | None:
     """Return the first layer whose TF.js output differs from Keras by more than ``tolerance``
-    (relative to the layer's magnitude), or None."""
+    (relative to the layer's magnitude), or None. ``model`` is the TF.js-translated Keras model,
+    so its layer names are the ones in ``model.json``."""
     names = [layer.name for layer in model.layers if layer.__class__.__name__ != "InputLayer"]
+    dtype, batches = encode_batches(inputs, len(inputs))
     result = page.evaluate("(args) => window.browsermlVerify(args)", {
-        "variant": variant, "backend": backend, "shape": list(images.shape[1:]),
-        "batches": encode_batches(images, len(images)), "layerNames": names})
-    expected = keras_layer_outputs(model, images, names)
+        "variant": variant, "backend": backend, "shape": list(inputs.shape[1:]),
+        "batches": batches, "layerNames": names, "dtype": dtype})
+    expected = keras_layer_outputs(model, inputs, names)
     for name in names:
         got = np.asarray(result["layers"][name], dtype=np.float32)
         want = expected[name].reshape(-1)
@@ -91,83 +83,96 @@ def first_diverging_layer(page, model, variant: str, backend: str, images: np.nd
     return None
 
 
+def layer_probe(model):
+    """Return a copy of ``model`` with its own layers: the translated model shares layer objects
+    with the user's model, so a layer's ``.output`` would name the original graph's tensor."""
+    import keras
+
+    probe = keras.models.clone_model(model)
+    probe.set_weights(model.get_weights())
+    return probe
+
+
+def reference_source(build_dir: Path, build: Build, run_dir: Path | None) -> Source:
+    """Return the Keras model and inputs a build was converted from: ``run_dir`` when given, else
+    ``variants.json``'s origin, else ``runs/<name>`` beside ``build/<name>``."""
+    if run_dir is not None:
+        return read_source(run_dir)
+    origin = build.origin or {}
+    if "run" in origin:
+        return read_source(Path(origin["run"]))
+    if origin.get("model"):
+        path = Path(origin["model"])
+        path = path if path.is_absolute() else Path(build_dir) / path
+        return read_source(path, data=origin.get("data"), labels=build.labels,
+                           value_range=tuple(build.input.value_range), seed=origin.get("seed"))
+    fallback = default_run_dir(build_dir, build.name)
+    if not fallback.is_dir():
+        raise ModelError(f"{build_dir}: variants.json does not say which model it came from and "
+                         f"{fallback} does not exist; pass --run, or convert it again")
+    return read_source(fallback)
+
+
 def verify(build_dir: Path, run_dir: Path | None = None, *, samples: int | None = None,
            backend: str = "wasm", tolerance: float | None = None) -> VerifyReport:
-    """Run every TF.js variant of ``build_dir`` in headless Chromium on the run's test images and
+    """Run every variant of ``build_dir`` in headless Chromium on the model's reference inputs and
     compare with Keras. Raises VerificationError naming the variant (and layer) that fails."""
+    from .tfjs.rewrite import tfjs_model
+
     settings = get_settings()
     build = read_build(build_dir)
-    run = read_run(run_dir or default_run_dir(build_dir, build.name))
+    source = reference_source(Path(build_dir), build, run_dir)
     tolerance = settings.verify_tolerance if tolerance is None else tolerance
-    count = min(samples or settings.verify_samples, len(run.test_labels))
-    images, labels = run.test_images[:count], run.test_labels[:count]
-    model = run.load_model()
-    expected = model.predict(images.astype(np.float32), batch_size=64, verbose=0)
+    count = min(samples or settings.verify_samples, len(source.inputs))
+    inputs = source.inputs[:count]
+    labels = None if source.targets is None else source.targets[:count]
+    expected = np.asarray(source.model.predict(inputs.astype(np.float32), batch_size=64,
+                                               verbose=0), dtype=np.float32)
     report = VerifyReport(samples=count)
-    mounts = {"/static/": STATIC, "/model/": Path(build_dir), **vendor_mounts(VENDOR_PACKAGES)}
-    with serve_local_files(mounts) as origin, launch_browser() as context, progress_bar() as bar:
-        page = open_page(context, f"{origin}/static/verify.html",
-                         "window.browsermlReady === true && window.browsermlLitertReady")
+    with verify_page(Path(build_dir)) as page, progress_bar() as bar:
         task = bar.add_task("verify", total=len(build.variants), status="")
         for variant in build.variants:
             bar.update(task, status=variant.name)
-            if variant.engine == "litert":
-                result = check_litert_variant(page, variant.name, images, labels, expected,
-                                              tolerance)
-            else:
-                result = check_variant(page, model, variant.name, backend, images, labels,
-                                       expected, tolerance)
+            result = check_variant(page, variant, backend, inputs, labels, expected, tolerance)
+            if not result.passed and variant.engine == "tfjs" and result.error is None:
+                result.diverging_layer = first_diverging_layer(
+                    page, layer_probe(tfjs_model(source.model)), variant.name, backend,
+                    inputs[:4], tolerance)
             report.variants.append(result)
             bar.advance(task)
     failed = [v for v in report.variants if not v.passed]
     if failed:
         v = failed[0]
         where = f" (first diverging layer: {v.diverging_layer})" if v.diverging_layer else ""
+        if v.error:
+            raise VerificationError(f"variant {v.name}: {v.error}")
         raise VerificationError(
             f"variant {v.name}: max abs difference {v.max_abs_diff:.2e} from Keras exceeds "
-            f"{tolerance:g} on {backend}{where}")
+            f"{tolerance:g} on {v.backend}{where}")
     return report
 
 
-def check_variant(page, model, name: str, backend: str, images: np.ndarray, labels: np.ndarray,
-                  expected: np.ndarray, tolerance: float) -> VariantReport:
-    """Run one variant in the page and compare it with Keras' outputs."""
+def check_variant(page, variant: Variant, backend: str, inputs: np.ndarray,
+                  labels: np.ndarray | None, expected: np.ndarray, tolerance: float
+                  ) -> VariantReport:
+    """Run one variant in its engine on the page and compare it with Keras' outputs. Only full
+    precision promises numerical parity; quantized variants report agreement. A variant that
+    cannot run fails only when it is offered (the SDK would pick it)."""
     try:
-        result = page.evaluate("(args) => window.browsermlVerify(args)", {
-            "variant": name, "backend": backend, "shape": list(images.shape[1:]),
-            "batches": encode_batches(images, 25)})
-    except Exception as exc:  # Playwright wraps page errors in its own Error type
-        raise BrowserError(f"variant {name}: TF.js failed in Chromium: "
-                           f"{str(exc).splitlines()[0]}") from exc
-    got = np.concatenate([np.asarray(o, dtype=np.float32) for o in result["outputs"]])
+        got, used = browser_outputs(page, variant, inputs, backend)
+    except BrowserError as exc:
+        if variant.engine == "tfjs" and variant.offered:
+            raise
+        return VariantReport(variant.name, "wasm", None, None, None, not variant.offered,
+                             engine=variant.engine, error=str(exc))
     got = got.reshape(expected.shape)
     diff = float(np.abs(got - expected).max())
+    scaled = diff / max(1.0, float(np.abs(expected).max()))
     agreement = float((got.argmax(1) == expected.argmax(1)).mean())
-    accuracy = float((got.argmax(1) == labels).mean())
-    # Only full precision promises numerical parity; quantized variants report agreement.
-    passed = diff <= tolerance if name == "float32" else True
-    layer = None if passed else first_diverging_layer(page, model, name, backend, images[:4],
-                                                      tolerance)
-    return VariantReport(name, result["backend"], diff, agreement, accuracy, passed, layer)
-
-
-def check_litert_variant(page, name: str, images: np.ndarray, labels: np.ndarray,
-                         expected: np.ndarray, tolerance: float) -> VariantReport:
-    """Run one TFLite variant in LiteRT.js and compare it with Keras. A LiteRT.js failure (e.g.
-    an op it cannot run) is reported on the variant, not raised: TF.js still serves that model."""
-    try:
-        result = page.evaluate("(args) => window.browsermlVerifyLitert(args)", {
-            "variant": name, "shape": list(images.shape[1:]),
-            "batches": encode_batches(images, 25)})
-    except Exception as exc:  # Playwright wraps page errors in its own Error type
-        return VariantReport(name, "wasm", None, None, None, True, engine="litert",
-                             error=str(exc).splitlines()[0])
-    got = np.asarray(result["outputs"], dtype=np.float32).reshape(expected.shape)
-    diff = float(np.abs(got - expected).max())
-    passed = diff <= tolerance if name == "tflite-float32" else True
-    return VariantReport(name, result["backend"], diff,
-                         float((got.argmax(1) == expected.argmax(1)).mean()),
-                         float((got.argmax(1) == labels).mean()), passed, engine="litert")
+    accuracy = None if labels is None else float((got.argmax(1) == labels).mean())
+    passed = scaled <= tolerance if variant.weight_dtype == "float32" else True
+    return VariantReport(variant.name, used, diff, agreement, accuracy, passed,
+                         engine=variant.engine)
 
 
 def default_run_dir(build_dir: Path, name: str) -> Path:

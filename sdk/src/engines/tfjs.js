@@ -16,6 +16,7 @@
 
 import { EngineError, LoadError } from '../errors.js';
 import { toInputTensor } from '../preprocess.js';
+import { registerBrowserMLLayers } from './tfjs-layers.js';
 
 export const SCRIPTS = Object.freeze({
   core: '@tensorflow/tfjs/dist/tf.min.js',
@@ -56,6 +57,7 @@ export class TfjsEngine {
   async init() {
     if (!globalThis.tf || !globalThis.tf.version) await this._import(SCRIPTS.core);
     this.tf = globalThis.tf;
+    registerBrowserMLLayers(this.tf); // layers Keras models need that tfjs-layers lacks
     // Our own decisions, not TF.js's: the SDK picks the backend, and a page should not see
     // TF.js's "you are using the cpu backend" advice.
     try {

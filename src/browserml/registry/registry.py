@@ -220,12 +220,32 @@ def validate_build(build_dir: Path, build: Build) -> None:
         for entry in variant.files:
             check_relative_path(entry.path, f"variant {variant.name}")
     check_files(build_dir, build)
+    check_runtime_checks(build)
     for variant in build.variants:
         _variant_dir(variant)
         if variant.format == "tflite":
             _check_tflite(build_dir, variant)
         else:
             _check_tfjs(build_dir, variant)
+
+
+def check_runtime_checks(build: Build) -> None:
+    """Refuse a converted build (from ``browserml train`` or a Keras model) with an offered
+    variant that was never loaded and compared in its own runtime (TF.js / LiteRT.js): its
+    figures would be Keras' hopes, not what browsers compute. Imported TF.js models are checked
+    by ``import``'s validation instead."""
+    if build.source.startswith("import:"):
+        return
+    for variant in build.variants:
+        if not variant.offered:
+            continue
+        if variant.check is None:
+            raise FormatError(f"variant {variant.name} was never loaded and checked in its "
+                              "runtime; convert the model again with 'browserml convert', which "
+                              "checks every variant in TF.js / LiteRT.js")
+        if not variant.check.passed:
+            raise FormatError(f"variant {variant.name} is offered but failed its runtime check "
+                              f"({variant.check.error or 'differs from Keras'}); convert again")
 
 
 def check_relative_path(path: str, where: str) -> PurePosixPath:
@@ -333,6 +353,7 @@ def _manifest_body(build: Build, budget_pp: float) -> dict[str, Any]:
         },
         "variants": [_variant_entry(v) for v in offered],
         "not_offered": not_offered,
+        "engine_notes": build.engine_notes,
     }
 
 

@@ -4,8 +4,11 @@
 /* global tf */
 import { loadLiteRt, loadAndCompile, Tensor } from '/vendor/@litertjs/core/dist/index.js';
 import { wasmFeatures } from '/sdk/device.js';
+import { registerBrowserMLLayers } from '/sdk/engines/tfjs-layers.js';
 
 const WASM_DIR = '/vendor/@tensorflow/tfjs-backend-wasm/dist/';
+
+registerBrowserMLLayers(tf); // the layers Keras models need that tfjs-layers lacks, as the SDK
 
 function randomPixels(count) {
   const out = new Float32Array(count);

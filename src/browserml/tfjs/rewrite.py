@@ -9,7 +9,8 @@ sees it. Every rewrite is exact algebra, not an approximation:
   function) -> ``Rescaling(1, 3)`` -> ``ReLU(6)`` -> ``Rescaling(1/6)``; ``hard_silu`` /
   ``hard_swish`` -> ``Multiply([x, hard_sigmoid(x)])``; ``leaky_relu`` -> ``LeakyReLU(0.2)``. An
   activation inside a layer (``Conv2D(activation="hard_silu")``) is split off first.
-* ``x + c``, ``x - c``, ``c - x``, ``x * c``, ``x / c`` with a scalar ``c`` -> ``Rescaling``.
+* ``x + c``, ``x - c``, ``c - x``, ``x * c``, ``x / c`` with a scalar ``c`` -> ``Rescaling``;
+  ``a - b`` (an op or the ``Subtract`` layer, which tfjs-layers lacks) -> ``Add([a, -b])``.
 * ``Normalization`` -> ``BatchNormalization`` (``epsilon=0``, the variance floored as Keras floors
   the standard deviation); a per-channel ``Rescaling`` -> ``BatchNormalization`` too.
 * keepdims global pooling -> pooling + ``Reshape``.
@@ -19,7 +20,8 @@ sees it. Every rewrite is exact algebra, not an approximation:
   ``CustomScaleLayer`` -> ``Rescaling`` + ``Add``; ``CenterCrop`` of a static size ->
   ``Cropping2D``.
 * ``Resizing`` and bilinear ``UpSampling2D`` -> the SDK's own ``BrowserMLResize`` layer
-  (``sdk/src/engines/tfjs-layers.js``), since tfjs-layers' versions fail or ignore bilinear.
+  (``sdk/src/engines/tfjs-layers.js``, registered by the SDK and the harness pages before any
+  model loads), since tfjs-layers' versions fail at predict or ignore bilinear.
 
 What cannot be expressed raises FormatError naming the layer; ``convert`` then ships the TFLite
 variants alone.
@@ -146,7 +148,9 @@ def rewrite_operation(operation, args: list):
         raise FormatError(f"operation {operation.name!r} (keras.ops {kind}) has no TF.js layer; "
                           f"{WAY_OUT}")
     if len(tensors) == 2:
-        merge = {"Add": layers.Add, "Subtract": layers.Subtract, "Multiply": layers.Multiply}.get(kind)
+        if kind == "Subtract":
+            return subtract(args[0], args[1], operation.name)
+        merge = {"Add": layers.Add, "Multiply": layers.Multiply}.get(kind)
         if merge is None:
             raise FormatError(f"operation {operation.name!r} divides two tensors, which TF.js "
                               f"layers cannot run; {WAY_OUT}")
@@ -166,6 +170,20 @@ def rewrite_operation(operation, args: list):
         raise FormatError(f"operation {operation.name!r} divides a constant by a tensor, which "
                           f"TF.js layers cannot run; {WAY_OUT}")
     return layers.Rescaling(scale, offset=offset, name=operation.name)(tensors[0])
+
+
+def subtract(a, b, name: str):
+    """``a - b`` as ``Add([a, Rescaling(-1)(b)])`` (tfjs-layers has no Subtract layer; negation
+    is exact)."""
+    from keras import layers
+
+    return layers.Add(name=name)([a, layers.Rescaling(-1.0, name=f"{name}_negate")(b)])
+
+
+def rewrite_subtract(operation, args: list):
+    """The ``Subtract`` merge layer -> :func:`subtract`."""
+    a, b = args[0]
+    return subtract(a, b, operation.name)
 
 
 def channel_affine(x, scale: np.ndarray, offset: np.ndarray, name: str):
@@ -303,7 +321,66 @@ def rewrite_center_crop(operation, args: list):
                               (left, width - operation.width - left)), name=operation.name)(x)
 
 
+_RESIZE_CLASS = None
+
+
+def resize_layer_class():
+    """Return the Keras twin of the SDK's ``BrowserMLResize`` TF.js layer (made once, lazily, so
+    importing this module does not start Keras): TensorFlow's ``tf.image.resize`` as Keras 3's
+    ``Resizing`` and ``UpSampling2D`` call it (half-pixel centres, no antialias)."""
+    global _RESIZE_CLASS
+    if _RESIZE_CLASS is None:
+        import keras
+
+        class BrowserMLResize(keras.layers.Layer):
+            def __init__(self, height: int, width: int, interpolation: str = "bilinear",
+                         **kwargs):
+                super().__init__(**kwargs)
+                self.height, self.width, self.interpolation = height, width, interpolation
+
+            def call(self, x):
+                return keras.ops.image.resize(x, (self.height, self.width),
+                                              interpolation=self.interpolation)
+
+            def compute_output_shape(self, shape):
+                return (shape[0], self.height, self.width, shape[3])
+
+            def get_config(self):
+                return {**super().get_config(), "height": self.height, "width": self.width,
+                        "interpolation": self.interpolation}
+
+        _RESIZE_CLASS = BrowserMLResize
+    return _RESIZE_CLASS
+
+
+def rewrite_resizing(operation, args: list):
+    """Keras ``Resizing`` (bilinear or nearest, no crop/pad to aspect ratio) -> BrowserMLResize."""
+    if (operation.interpolation not in ("bilinear", "nearest") or operation.crop_to_aspect_ratio
+            or operation.pad_to_aspect_ratio or operation.data_format != "channels_last"
+            or getattr(operation, "antialias", False)):
+        raise unsupported(operation, "resizes with an option other than plain bilinear/nearest")
+    return resize_layer_class()(operation.height, operation.width, operation.interpolation,
+                                name=operation.name)(args[0])
+
+
+def rewrite_upsampling(operation, args: list):
+    """Bilinear ``UpSampling2D`` (TF.js ignores the interpolation) -> BrowserMLResize; nearest
+    is left to tfjs-layers' own UpSampling2D."""
+    if operation.interpolation == "nearest":
+        return None
+    x = args[0]
+    if (operation.interpolation != "bilinear" or operation.data_format != "channels_last"
+            or x.shape[1] is None or x.shape[2] is None):
+        raise unsupported(operation, f"upsamples with {operation.interpolation} interpolation")
+    rows, cols = operation.size
+    return resize_layer_class()(int(x.shape[1]) * rows, int(x.shape[2]) * cols, "bilinear",
+                                name=operation.name)(x)
+
+
 LAYER_REWRITES = {
+    "Subtract": rewrite_subtract,
+    "Resizing": rewrite_resizing,
+    "UpSampling2D": rewrite_upsampling,
     "Normalization": rewrite_normalization,
     "Rescaling": rewrite_rescaling,
     "Conv2D": rewrite_grouped_conv,

@@ -39,7 +39,7 @@ SUPPORTED_LAYERS = {
     "Dense", "BatchNormalization", "ReLU", "Activation", "ZeroPadding2D", "Add", "Concatenate",
     "Multiply", "Reshape", "Softmax", "LeakyReLU", "LayerNormalization",
     "SpatialDropout2D", "UpSampling2D", "Conv2DTranspose", "Cropping2D", "Permute",
-    "PReLU", "ELU", "ThresholdedReLU", "Subtract", "Average", "Maximum", "Minimum", "Dot",
+    "PReLU", "ELU", "ThresholdedReLU", "Average", "Maximum", "Minimum", "Dot",
     "Conv1D", "Conv3D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D",
     "GlobalMaxPooling1D", "MaxPooling3D", "AveragePooling3D", "LSTM", "GRU", "SimpleRNN",
     "Bidirectional", "TimeDistributed", "Embedding", "RepeatVector", "Masking",
@@ -99,6 +99,11 @@ def translate_node_args(args: list) -> list[list]:
 def translate_layer(layer: dict) -> dict:
     """Return one layer entry in Keras 2 form, refusing classes tfjs-layers cannot build."""
     class_name = layer["class_name"]
+    if class_name == "Lambda":
+        raise FormatError(
+            f"layer {layer.get('name') or layer['config'].get('name')!r} is a Lambda holding "
+            "Python code, which TF.js cannot run; replace it with Keras layers (or keras.ops in a "
+            "functional model) for TF.js variants; the TFLite variants serve this model")
     if class_name not in SUPPORTED_LAYERS:
         raise FormatError(
             f"layer {layer.get('name') or layer['config'].get('name')!r} is a {class_name}, "
