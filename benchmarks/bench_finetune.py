@@ -14,7 +14,8 @@ runs as a child process, so its wall time and peak RSS (``wait4``) are its own. 
 then goes through ``browserml convert`` (its test split replaced by the held-out digits) for the
 uint8 TF.js and int8 LiteRT accuracy against float32, and ``browserml verify`` in Chromium.
 
-Run from the repo root (about 25 minutes on 2 busy cores):
+Run from the repo root (about 55 minutes on 2 busy cores, most of it convert checking every
+variant in Chromium on the held-out images):
 
     .venv/bin/python benchmarks/bench_finetune.py
 """

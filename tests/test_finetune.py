@@ -86,6 +86,22 @@ def test_reader_reads_back_what_our_writer_writes(nsfw_keras, tmp_path):
                                nsfw_keras.predict(images, verbose=0), atol=1e-6)
 
 
+def test_reader_reads_a_sequential_model(tmp_path):
+    """The reference CNN is a Sequential: our writer keeps it one, the reader rebuilds it."""
+    from browserml.architectures import cnn
+    from browserml.tfjs.layers_model import write_layers_model
+    from browserml.tfjs.reader import read_keras_model
+
+    model = cnn(16, 4, channels=1)
+    write_layers_model(model, tmp_path, "float32", 4 * 1024 * 1024)
+    assert json.loads((tmp_path / "model.json").read_text())["modelTopology"]["class_name"] == \
+        "Sequential"
+    again = read_keras_model(tmp_path)
+    images = np.random.default_rng(3).uniform(0, 255, (3, 16, 16, 1)).astype(np.float32)
+    np.testing.assert_allclose(again.predict(images, verbose=0), model.predict(images, verbose=0),
+                               atol=1e-6)
+
+
 def test_reader_refuses_a_layer_keras_does_not_have(nsfwjs_model, tmp_path):
     import shutil
 
@@ -231,6 +247,21 @@ def test_a_tfjs_model_of_another_architecture(tmp_path, nsfwjs_model):
                      "--out", tmp_path / "run")
     one_line_error(result, "not mobilenetv3small weights", "pass the --arch it was trained as",
                    after_tensorflow=True)
+
+
+def test_a_weights_h5_of_the_backbone_is_loaded(tmp_path):
+    import keras
+
+    from browserml.architectures import transfer
+
+    keras.utils.set_random_seed(11)
+    backbone = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                              input_shape=(SIZE, SIZE, 3))
+    path = tmp_path / "backbone.weights.h5"
+    backbone.save_weights(path)
+    built = transfer("mobilenetv2", input_size=SIZE, num_classes=3, weights=str(path))
+    np.testing.assert_array_equal(layer_weights(built.model, "block_16_project")[0],
+                                  layer_weights(backbone, "block_16_project")[0])
 
 
 def test_a_weights_file_of_another_architecture(tmp_path):
