@@ -44,7 +44,8 @@ VARIANTS = ("float32", "uint8", "tflite-float32", "tflite-int8")
 
 
 def calibrate_batchnorm(model, size: int) -> None:
-    """Set every BatchNormalization's moving statistics to those of one seeded batch flowing
+    """Set every BatchNormalization's moving statistics to those of one seeded batch of shapes
+    images flowing
     through the network (one training-mode pass with momentum 0), so an untrained model's
     activations stay O(1) at every depth. Each variance is floored at its layer's median: at
     small inputs deep layers are 1x1, some channels are near-constant over the batch, and dividing
@@ -58,7 +59,10 @@ def calibrate_batchnorm(model, size: int) -> None:
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
         layer.momentum = 0.0
-    images = np.random.default_rng(0).uniform(0, 255, (16, size, size, 3)).astype("float32")
+    from browserml.datasets import shapes
+
+    # the images it is then measured on (shapes), so activations are calibrated for them
+    images = shapes.generate(32, input_size=size, seed=7, channels=3).images.astype("float32")
     model(images, training=True)
     for layer, momentum in zip(norms, momenta, strict=True):
         layer.momentum = momentum

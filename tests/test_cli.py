@@ -67,7 +67,7 @@ def image_folder(root: Path, per_class: dict[str, int]) -> Path:
 @pytest.mark.parametrize("command, options", [
     ([], ["train", "convert", "verify", "import"]),
     (["train"], ["--data", "--arch", "--input-size", "--epochs", "--limit", "--out"]),
-    (["convert"], ["RUN_DIR", "--out", "--budget", "--json"]),
+    (["convert"], ["MODEL", "--out", "--data", "--labels", "--engines", "--budget", "--json"]),
     (["verify"], ["BUILD_DIR", "--run", "--samples", "--backend"]),
     (["import"], ["MODEL_JSON", "--out", "--labels", "--value-range", "--json"]),
     (["gc"], ["--delete", "--json", "--data-dir", "dry run"]),
@@ -122,9 +122,10 @@ def test_train_on_too_few_images(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_convert_a_missing_run(tmp_path):
+def test_convert_a_missing_model(tmp_path):
     result = run_cli("convert", tmp_path / "runs" / "x", "--out", tmp_path / "build")
-    assert_one_line_error(result, "run directory not found; train one with 'browserml train'")
+    assert_one_line_error(result, "not found; give a .keras or .h5 file, a SavedModel folder or a "
+                                  "'browserml train' run directory")
 
 
 def test_convert_an_incomplete_run(tmp_path):

@@ -84,8 +84,7 @@ def run_source(run_dir: Path, value_range: tuple[float, float] | None) -> Source
 def load_model(path: Path) -> tuple[Any, bool]:
     """Load a ``.keras``/``.h5`` file or a SavedModel directory; return ``(model, is_saved_model)``.
     Keras' own refusals (unsafe Lambda, unknown custom layer) become one ModelError line."""
-    import keras
-
+    # Refusals first, before Keras starts TensorFlow (and its logging).
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return saved_model_as_keras(path), True
     if not path.exists():
@@ -94,6 +93,8 @@ def load_model(path: Path) -> tuple[Any, bool]:
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(f"{path}: not a Keras model; give a .keras or .h5 file, a SavedModel "
                          "folder (with saved_model.pb) or a 'browserml train' run directory")
+    import keras
+
     try:
         return keras.models.load_model(path, compile=False), False
     except Exception as exc:  # Keras raises ValueError/TypeError with multi-line messages
