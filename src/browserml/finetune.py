@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets
-from .errors import DatasetError, ModelError
-from .train import RunConfig, RunResult, keras_progress, write_run
+from .errors import ModelError
+from .train import RunConfig, RunResult, keras_progress, load_splits, write_run
 
 FINE_TUNE_LR_FACTOR = 0.1
 
@@ -113,14 +113,7 @@ def train_backbone(config: RunConfig, out: Path, seed: int) -> RunResult:
     Options are checked first, then the data is loaded: both fail before TensorFlow starts."""
     check_config(config)
     channels = config.channels or (None if config.arch == "cnn" else 3)
-    data = datasets.load(config.data, input_size=config.input_size, limit=config.limit,
-                         seed=seed, channels=channels)
-    splits = datasets.split(data, seed)
-    if len(splits.train) == 0:
-        raise DatasetError(
-            f"{config.data}: {len(data)} samples are too few, none left to train on after the "
-            "test and validation split; give each class at least 3 images"
-        )
+    data, splits = load_splits(config, seed, channels)
     import keras
 
     from .architectures import transfer

@@ -111,6 +111,20 @@ def keras_progress(epochs: int, steps: int, label: str = ""):
     return RichProgress()
 
 
+
+def load_splits(config: RunConfig, seed: int, channels: int | None):
+    """Load ``config.data`` and split it (seeded); DatasetError when nothing is left to train on.
+    Needs no TensorFlow, so a bad dataset fails before it starts."""
+    data = datasets.load(config.data, input_size=config.input_size, limit=config.limit,
+                         seed=seed, channels=channels)
+    splits = datasets.split(data, seed)
+    if len(splits.train) == 0:
+        raise DatasetError(
+            f"{config.data}: {len(data)} samples are too few, none left to train on after the "
+            "test and validation split; give each class at least 3 images"
+        )
+    return data, splits
+
 def train(config: RunConfig, out: Path) -> RunResult:
     """Train ``config`` and write the run directory ``out``; return its scores.
 
@@ -123,14 +137,7 @@ def train(config: RunConfig, out: Path) -> RunResult:
         return train_backbone(config, out, seed)
     # Data first: a bad dataset fails at once with one clear line, before TensorFlow starts (and
     # logs to stderr). The loaders and the split use their own seeded generators.
-    data = datasets.load(config.data, input_size=config.input_size, limit=config.limit,
-                         seed=seed, channels=config.channels)
-    splits = datasets.split(data, seed)
-    if len(splits.train) == 0:
-        raise DatasetError(
-            f"{config.data}: {len(data)} samples are too few, none left to train on after the "
-            "test and validation split; give each class at least 3 images"
-        )
+    data, splits = load_splits(config, seed, config.channels)
 
     import keras
 

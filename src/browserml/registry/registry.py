@@ -184,14 +184,19 @@ class Registry:
         input, preprocessing, offered variants in preference order, and what is not offered.
 
         Raises NotFoundError for an unknown model or channel."""
+        state = self._channel_state(name, channel)
+        version = pick_version(state, name, client_id)
+        return self.version_manifest(name, version, channel)
+
+    def _channel_state(self, name: str, channel: str):
+        """The channel's state; NotFoundError naming what is missing (model or channel)."""
         check_name(name)
         check_name(channel, "channel")
         state = self.db.channel(name, channel)
         if state is None:
             self._require_model(name)
             raise NotFoundError(f"model {name!r} has no channel {channel!r}")
-        version = pick_version(state, name, client_id)
-        return self.version_manifest(name, version, channel)
+        return state
 
     def channel_document(self, name: str, channel: str = DEFAULT_CHANNEL) -> dict[str, Any]:
         """Given a model and channel, return what *every* client of the channel may read — the
@@ -201,12 +206,7 @@ class Registry:
         the same version whether a server or a static file answered.
 
         Raises NotFoundError for an unknown model or channel."""
-        check_name(name)
-        check_name(channel, "channel")
-        state = self.db.channel(name, channel)
-        if state is None:
-            self._require_model(name)
-            raise NotFoundError(f"model {name!r} has no channel {channel!r}")
+        state = self._channel_state(name, channel)
         document = self.version_manifest(name, pick_version(state, name, None), channel)
         if state.percent < 100 and state.base_version is not None:
             document["rollout"] = {
