@@ -6,6 +6,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -28,9 +29,9 @@ def postgres_url() -> str:
     return os.environ.get("BROWSERML_TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
 
 
-@pytest.fixture
-def postgres_schema_url() -> Iterator[str]:
-    """Yield a PostgreSQL URL whose search_path is a fresh, empty schema, dropped afterwards.
+@contextmanager
+def fresh_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema, dropped afterwards.
 
     Unreachable PostgreSQL is a test failure, never a skip: the PostgreSQL registry is a feature."""
     import psycopg
@@ -40,9 +41,18 @@ def postgres_schema_url() -> Iterator[str]:
     with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     separator = "&" if "?" in base else "?"
-    yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
-    with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    try:
+        yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def postgres_schema_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test (see :func:`fresh_schema`)."""
+    with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

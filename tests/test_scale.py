@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -28,7 +27,7 @@ from browserml.server.run import free_port
 from browserml.settings import Settings
 from browserml.telemetry.stats import DAY, HOUR, MINUTE
 from browserml.telemetry.store import open_store
-from conftest import postgres_url, write_synthetic_build
+from conftest import fresh_schema, write_synthetic_build
 
 
 @dataclass
@@ -49,16 +48,8 @@ class Cluster:
 @pytest.fixture(scope="module")
 def schema_url() -> Iterator[str]:
     """A fresh PostgreSQL schema for this module's cluster (tests count deltas, not totals)."""
-    import psycopg
-
-    base = postgres_url()
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in base else "?"
-    yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
-    with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
