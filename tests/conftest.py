@@ -14,9 +14,10 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
+from browserml.bench.synthetic import SYNTHETIC_CHECK
 from browserml.server.run import BackgroundServer, start_in_thread
 from browserml.settings import Settings
-from browserml.variants import Build, InputSpec, RuntimeCheck, Variant, describe_file, write_build
+from browserml.variants import Build, InputSpec, Variant, describe_file, write_build
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://browserml:browserml@127.0.0.1:5432/browserml_test"
 
@@ -159,9 +160,6 @@ def _write_tflite_variant(root: Path, seed: int) -> Variant:
                    check=SYNTHETIC_CHECK)
 
 
-# Synthetic builds stand for converted ones in registry/server tests, which publish requires to
-# carry a runtime check; the real check is tested on real conversions (tests/test_convert_keras.py).
-SYNTHETIC_CHECK = RuntimeCheck(runtime="synthetic fixture", samples=0, passed=True)
 
 
 def write_synthetic_build(root: Path, seed: int = 0, name: str = "digits") -> Path:

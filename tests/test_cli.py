@@ -177,7 +177,8 @@ def test_convert_json(tmp_path, digits_run):
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)  # stdout is the JSON object and nothing else
 
-    assert list(payload) == ["variants"]
+    assert list(payload) == ["variants", "engine_notes"]
+    assert isinstance(payload["engine_notes"], dict)
     rows = payload["variants"]
     assert [row["name"] for row in rows] == ["float32", "float16", "uint8"]
     build = read_build(out)

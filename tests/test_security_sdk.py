@@ -59,7 +59,7 @@ def test_a_returning_browser_loads_from_its_cache_when_the_manifest_answers_5xx(
     with launch_browser() as context:
         page = open_blank(context, server.url)
         first = page.evaluate(CLASSIFY_ALL, [pngs, {}])
-        page.route("**/v1/models/digits/manifest*", lambda route: route.fulfill(
+        page.route("**/v1/models/digits/channels/*", lambda route: route.fulfill(
             status=500, content_type="application/json", body='{"error": "database or disk is full"}'))
         page.reload()
         again = page.evaluate(CLASSIFY_ALL, [pngs, {}])
