@@ -105,7 +105,7 @@ export class Runtime {
     this.fetch = deps.fetch;
     /** What wasm engines can use on this device (threads, relaxed SIMD, int8 dot product, cores). */
     this.features = wasmFeatures();
-    const vendor = this.options.vendor || new URL('/vendor/', this.server).href;
+    const vendor = this.options.vendor || new URL('vendor/', this.server.endsWith('/') ? this.server : `${this.server}/`).href;
     const factories = {};
     if (deps.engineFactory) factories.tfjs = deps.engineFactory;
     if (deps.litertFactory) factories.litert = deps.litertFactory;
@@ -161,11 +161,12 @@ export class Runtime {
     const engineReady = early ? this.engines.get(early).then(() => now() - te) : Promise.resolve(null);
     engineReady.catch(() => {});
     try {
-      const { manifest, source, ms: manifestMs } = await fetchManifest({
+      const { manifest, source, ms: manifestMs, reason: manifestReason } = await fetchManifest({
         server: this.server, model: o.model, channel: o.channel, clientId: o.clientId, fetch: this.fetch, cache: this.cache,
       });
       this.manifest = manifest;
       this.telemetry.set({ model: manifest.name, version: manifest.version });
+      if (source !== 'network') this.telemetry.emit('fallback', { phase: 'manifest', from: 'network', to: source, reason: manifestReason });
       this.choiceKey = choiceKey(deviceKey(), manifest.name, manifest.version);
       const remembered = o.remember && this.store ? this.store.get(this.choiceKey) : null;
       this.remembered = remembered;
