@@ -132,6 +132,8 @@ def test_source_grid_refuses_more_than_256_levels_or_uneven_gaps():
     assert source_grid(np.arange(257, dtype=np.float32) * 0.01) is None
     assert source_grid(np.array([0.0, 0.1, 0.25], dtype=np.float32)) is None
     assert source_grid(np.full(5, 0.3, dtype=np.float32)) is None  # constant: the old path's case
+    assert source_grid(np.array([0.0, 0.5, np.inf], dtype=np.float32)) is None
+    assert source_grid(np.array([0.0, 0.5, np.nan], dtype=np.float32)) is None
 
 
 def test_zero_is_exactly_representable():

@@ -74,7 +74,7 @@ def source_grid(values: np.ndarray) -> tuple[np.ndarray, float, float] | None:
     where float32 allows, and within ``GRID_TOLERANCE`` steps otherwise.
     """
     levels = np.unique(values).astype(np.float64)
-    if not 2 <= levels.size <= 256:
+    if not 2 <= levels.size <= 256 or not np.isfinite(levels).all():
         return None
     steps = (levels - levels[0]) / np.diff(levels).min()
     codes = np.rint(steps)
