@@ -13,6 +13,7 @@ from browserml.tfjs.weights import (
     encode,
     quantize_uint8,
     read_weights,
+    source_grid,
     stored_bytes,
     write_shards,
 )
@@ -100,6 +101,39 @@ def test_uint8_of_already_quantized_values_is_lossless():
         once = dequantize_uint8(q, lo, scale)
         twice = dequantize_uint8(*quantize_uint8(once))
         assert np.abs(twice - once).max() <= float(np.spacing(np.abs(once).max())) * 2, (lo, hi)
+
+
+def test_uint8_keeps_a_source_grid_that_is_not_ours(tmp_path):
+    # A uint8 source (nsfwjs-style backbone) whose grid is not the one quantize_uint8 would pick
+    # (its min is not nudged onto zero): written and read back as TF.js dequantizes, every value
+    # comes back bit for bit; the old quantizer alone would re-round by up to half a step.
+    rng = np.random.default_rng(11)
+    for lo, scale in [(-0.3071, 0.0023417), (-1.0, 0.0077), (-2.75, 0.01931)]:
+        q = rng.integers(0, 256, 4000).astype(np.uint8)
+        value = dequantize_uint8(q, lo, scale).reshape(40, 100)
+
+        group = write_shards(tmp_path, [encode("conv/kernel", value, "uint8")], 1 << 20)
+        np.testing.assert_array_equal(read_weights(tmp_path, [group])["conv/kernel"], value)
+
+        old = dequantize_uint8(*quantize_uint8(value))
+        assert np.abs(old - value).max() > scale / 10  # what this path avoids
+
+
+def test_uint8_of_an_ordinary_tensor_uses_the_half_step_quantizer():
+    value = np.random.default_rng(12).standard_normal((64, 32)).astype(np.float32)
+    assert source_grid(value) is None
+    encoded = encode("dense/kernel", value, "uint8")
+    q, lo, scale = quantize_uint8(value)
+    assert (encoded.spec["quantization"]["min"], encoded.spec["quantization"]["scale"]) == (lo, scale)
+    assert encoded.data == q.tobytes()
+
+
+def test_source_grid_refuses_more_than_256_levels_or_uneven_gaps():
+    assert source_grid(np.arange(257, dtype=np.float32) * 0.01) is None
+    assert source_grid(np.array([0.0, 0.1, 0.25], dtype=np.float32)) is None
+    assert source_grid(np.full(5, 0.3, dtype=np.float32)) is None  # constant: the old path's case
+    assert source_grid(np.array([0.0, 0.5, np.inf], dtype=np.float32)) is None
+    assert source_grid(np.array([0.0, 0.5, np.nan], dtype=np.float32)) is None
 
 
 def test_zero_is_exactly_representable():

@@ -27,6 +27,9 @@ WEIGHT_DTYPES = ("float32", "float16", "uint8")
 STORED_BYTES = {"float32": 4, "int32": 4, "bool": 1, "uint8": 1, "uint16": 2, "float16": 2,
                 "int8": 1, "string": None, "complex64": 8}
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+# How far (in steps) a value may sit from the grid that source_grid() finds: float32 rounding of
+# ``q * scale + min`` only, never a re-rounding (quantize_uint8 errs by up to half a step).
+GRID_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -61,6 +64,46 @@ def quantize_uint8(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     return np.clip(q, 0, 255).astype(np.uint8), lo, scale
 
 
+def source_grid(values: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """Given float32 values, return ``(q, min, scale)`` that dequantizes back to exactly the same
+    float32 values when they already lie on a 256-level affine grid, else None.
+
+    Why: weights read from a uint8-quantized model (a pretrained TF.js backbone such as nsfwjs,
+    frozen while fine-tuning) are already ``q * scale + min`` on the source's grid. Quantizing
+    them again with :func:`quantize_uint8` is lossless only when that grid is the one it would
+    pick itself (zero nudged onto the grid, as the TF.js converter does); any other grid would be
+    rounded a second time, up to half a step on every weight. Detection: at most 256 distinct
+    values, all whole multiples of the smallest gap apart; ``(min, scale)`` is then chosen inside
+    every value's float32 rounding interval (two unknowns, ternary search on the scale), so that
+    ``float32(q * scale + min)`` -- TF.js's dequantization -- gives each value back bit for bit
+    where float32 allows, and within ``GRID_TOLERANCE`` steps otherwise.
+    """
+    levels = np.unique(values).astype(np.float64)
+    if not 2 <= levels.size <= 256 or not np.isfinite(levels).all():
+        return None
+    steps = (levels - levels[0]) / np.diff(levels).min()
+    codes = np.rint(steps)
+    if codes[-1] > 255 or np.abs(steps - codes).max() > 0.25:
+        return None
+    as_f32 = levels.astype(np.float32)
+    low = (levels + np.nextafter(as_f32, np.float32(-np.inf)).astype(np.float64)) / 2
+    high = (levels + np.nextafter(as_f32, np.float32(np.inf)).astype(np.float64)) / 2
+
+    def room(scale: float) -> float:  # width of the feasible ``min`` interval at this scale
+        return float(np.min(high - codes * scale) - np.max(low - codes * scale))
+
+    a, b = (low[-1] - high[0]) / codes[-1], (high[-1] - low[0]) / codes[-1]
+    for _ in range(100):  # room() is concave in scale
+        m1, m2 = a + (b - a) / 3, b - (b - a) / 3
+        a, b = (m1, b) if room(m1) < room(m2) else (a, m2)
+    scale = (a + b) / 2
+    lo = float(np.min(high - codes * scale) + np.max(low - codes * scale)) / 2
+    q = codes[np.searchsorted(levels, values.astype(np.float64))].astype(np.uint8)
+    if np.abs(dequantize_uint8(q, lo, scale) - values).max() > scale * GRID_TOLERANCE:
+        return None
+    return q, lo, float(scale)
+
+
 def dequantize_uint8(q: np.ndarray, lo: float, scale: float) -> np.ndarray:
     """Return float32 values as TF.js computes them at load: ``q * scale + min``."""
     return (q.astype(np.float64) * scale + lo).astype(np.float32)
@@ -82,7 +125,7 @@ def encode(name: str, value: np.ndarray, dtype: str) -> Encoded:
         spec["quantization"] = {"dtype": "float16", "original_dtype": "float32"}
         return Encoded(spec, value.astype("<f2").tobytes())
     if dtype == "uint8":
-        q, lo, scale = quantize_uint8(value)
+        q, lo, scale = source_grid(value) or quantize_uint8(value)
         spec["quantization"] = {"dtype": "uint8", "min": lo, "scale": scale,
                                 "original_dtype": "float32"}
         return Encoded(spec, q.tobytes())
