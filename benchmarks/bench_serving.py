@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from browserml.bench.synthetic import SYNTHETIC_CHECK
 from browserml.registry import Registry
 from browserml.server.run import free_port
 from browserml.settings import Settings
@@ -78,7 +79,7 @@ def write_build_with_shard(root: Path) -> Path:
     build = Build(name="bench", source="benchmark", labels=["a"],
                   input=InputSpec(height=1, width=1024, channels=1),
                   variants=[Variant(name="float32", weight_dtype="float32", files=files,
-                                    bytes=sum(f.bytes for f in files))])
+                                    bytes=sum(f.bytes for f in files), check=SYNTHETIC_CHECK)])
     write_build(root, build)
     return root
 
