@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_telemetry import BATCH, _read_response, make_batch, pg_schema  # noqa: E402
+from bench_telemetry import BATCH, closed_loop, make_batch, pg_schema  # noqa: E402
 
 from browserml import nginx  # noqa: E402
 from browserml.server.instances import instance_env, start_instances  # noqa: E402
@@ -54,31 +54,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 async def _closed_loop(ports: list[int], bodies: list[bytes], connections: int, seconds: float) -> dict:
-    ok = failed = 0
-    stop = time.perf_counter() + seconds
+    """bench_telemetry's closed loop, each batch under its own idempotency key (as the SDK sends)."""
     prefix = uuid.uuid4().hex[:12]
 
-    async def worker(i: int) -> None:
-        nonlocal ok, failed
-        reader, writer = await asyncio.open_connection("127.0.0.1", ports[i % len(ports)])
-        k = i
-        while time.perf_counter() < stop:
-            body = bodies[k % len(bodies)]
-            head = (f"POST /v1/telemetry?batch={prefix}-{k} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                    f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-            writer.write(head + body)
-            k += connections
-            if await _read_response(reader) == 200:
-                ok += 1
-            else:
-                failed += 1
-        writer.close()
+    def request(k: int) -> bytes:
+        body = bodies[k % len(bodies)]
+        head = (f"POST /v1/telemetry?batch={prefix}-{k} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        return head + body
 
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(connections)))
-    elapsed = time.perf_counter() - start
-    return {"batches_ok": ok, "batches_failed": failed, "seconds": elapsed,
-            "events_per_s": ok * BATCH / elapsed}
+    return await closed_loop(ports, request, connections, seconds)
 
 
 def loadgen_main(args: argparse.Namespace) -> None:

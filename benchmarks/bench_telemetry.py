@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,16 +102,19 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _closed_loop(port: int, payloads: list[bytes], connections: int, seconds: float) -> dict:
+async def closed_loop(ports: list[int], request: Callable[[int], bytes], connections: int,
+                      seconds: float) -> dict:
+    """``connections`` connections (spread over ``ports``), each sending request ``k``, ``k +
+    connections``, ... back to back for ``seconds``; count 200s and the rest."""
     ok = failed = 0
     stop = time.perf_counter() + seconds
 
     async def worker(i: int) -> None:
         nonlocal ok, failed
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[i % len(ports)])
         k = i
         while time.perf_counter() < stop:
-            writer.write(payloads[k % len(payloads)])
+            writer.write(request(k))
             k += connections
             if await _read_response(reader) == 200:
                 ok += 1
@@ -176,7 +180,8 @@ def loadgen_main(args: argparse.Namespace) -> None:
     if args.rate:
         coro = _open_loop(args.port, payloads, args.rate, args.seconds, args.connections)
     else:
-        coro = _closed_loop(args.port, payloads, args.connections, args.seconds)
+        coro = closed_loop([args.port], lambda k: payloads[k % len(payloads)], args.connections,
+                           args.seconds)
     print(json.dumps(uvloop.run(coro)), flush=True)
 
 
