@@ -5,6 +5,8 @@ pipelining, ``Connection: close`` and HTTP/1.0 behave as they do through ASGI.""
 from __future__ import annotations
 
 import socket
+import time
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
@@ -121,3 +123,17 @@ def test_other_blob_requests_still_go_to_the_app(blob_server):
         assert cors.headers["access-control-allow-origin"] == "https://allowed.example"
         odd = client.get(f"/v1/blobs/{'../' * 21}x", headers={"If-None-Match": "*"})
         assert odd.status_code == 404
+
+
+def test_a_304s_date_follows_the_clock(blob_server):
+    """The 304's head is built from cached bytes: its ``date`` must still be uvicorn's current
+    one (refreshed once a second), not the one of the first 304 this server sent."""
+    server, sha = blob_server
+    with httpx.Client(base_url=server.url) as client:
+        dates = []
+        for _ in range(2):
+            response = client.get(f"/v1/blobs/{sha}", headers={"If-None-Match": f'"{sha}"'})
+            assert response.status_code == 304
+            dates.append(parsedate_to_datetime(response.headers["date"]))
+            time.sleep(1.2)
+    assert dates[1] > dates[0]

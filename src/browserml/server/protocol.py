@@ -107,13 +107,15 @@ def guarded_protocol(limits: Limits, base: type[HttpToolsProtocol] = HttpToolsPr
             _ensure_sweeper(self.server_state, self.loop, interval, stalled_limit)
 
         def data_received(self, data: bytes) -> None:
-            if self._reading_head:
-                self._head_bytes += len(data)
+            if not self._reading_head:
                 base_data_received(self, data)
-                if self._reading_head and self._head_bytes > max_head:
-                    self._refuse(TOO_LARGE)
-            else:
-                base_data_received(self, data)
+                return
+            received = self._head_bytes + len(data)
+            self._head_bytes = received
+            base_data_received(self, data)
+            # A head that completed in this read reset the count: only re-check a large one.
+            if received > max_head and self._reading_head and self._head_bytes > max_head:
+                self._refuse(TOO_LARGE)
 
         def on_headers_complete(self) -> None:
             if self._refused:

@@ -17,11 +17,17 @@ answered, the 304 is written straight to the transport, with the same headers th
 including every other outcome for blobs (200, 206, 404, a non-matching tag) — goes to the app
 unchanged. Keep-alive, ``Connection: close``, HTTP/1.0 and pipelining follow uvicorn's own rules,
 because the hook ends by calling the protocol's own end-of-response bookkeeping.
+
+The 304's bytes are not rebuilt per request: a blob's headers never change (encoded once per blob)
+and uvicorn's default headers (``date``) are re-encoded only when uvicorn replaces them, once a
+second. That saves more per 304 than the connection limits (:mod:`.protocol`) add to this path
+(``benchmarks/bench_protocol.py --baseline-src``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -56,6 +62,20 @@ def revalidating_protocol(blobs: BlobApp, count: Callable[[], None] | None = Non
     protocol it extends (the server's :func:`.protocol.guarded_protocol`: the revalidation check
     runs first, so a 304 pays for one Python call at "headers complete", not two)."""
 
+    default_headers: list[tuple[bytes, bytes]] | None = None
+    status_and_defaults = b""
+
+    def head_start(server_state: object) -> bytes:
+        """The status line and uvicorn's default headers (``date``), re-encoded only when uvicorn
+        replaces its list (once a second), not per request."""
+        nonlocal default_headers, status_and_defaults
+        current = server_state.default_headers  # type: ignore[attr-defined]
+        if current is not default_headers:
+            status_and_defaults = _STATUS_304 + b"".join(
+                name + b": " + value + b"\r\n" for name, value in current)
+            default_headers = current
+        return status_and_defaults
+
     class RevalidatingProtocol(base):  # type: ignore[misc, valid-type]
         def on_headers_complete(self) -> None:
             if not self._answer_revalidation():
@@ -75,19 +95,22 @@ def revalidating_protocol(blobs: BlobApp, count: Callable[[], None] | None = Non
                     return False
                 if name == b"if-none-match":
                     tag = value
-            sha256 = url[len(PREFIX):].decode("latin-1")
-            if tag is None or not is_sha256(sha256) or not matches(tag.decode("latin-1"), sha256):
+            if tag is None:
+                return False
+            name = url[len(PREFIX):]
+            sha256 = name.decode("latin-1")
+            if not is_sha256(sha256):
+                return False
+            # The exact strong tag this server sends is what caches send back: skip the parse.
+            if tag != b'"' + name + b'"' and not matches(tag.decode("latin-1"), sha256):
                 return False
             if not blobs.known(sha256):
                 return False
             keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-            head = [_STATUS_304]
-            for name, value in (*self.server_state.default_headers, *not_modified_headers(sha256)):
-                head += [name, b": ", value, b"\r\n"]
+            head = head_start(self.server_state) + _not_modified_tail(sha256)
             if not keep_alive:
-                head.append(b"connection: close\r\n")
-            head.append(b"\r\n")
-            self.transport.write(b"".join(head))
+                head = head[:-2] + b"connection: close\r\n\r\n"
+            self.transport.write(head)
             if count is not None:
                 count()
             self.cycle = _ANSWERED  # the parser's on_body / on_message_complete then do nothing
@@ -97,3 +120,11 @@ def revalidating_protocol(blobs: BlobApp, count: Callable[[], None] | None = Non
             return True
 
     return RevalidatingProtocol
+
+
+@lru_cache(maxsize=4096)
+def _not_modified_tail(sha256: str) -> bytes:
+    """A blob's 304 headers (:func:`.blobs.not_modified_headers`) and the blank line, encoded
+    once per blob: blobs never change, so neither does this."""
+    return b"".join(name + b": " + value + b"\r\n" for name, value in not_modified_headers(sha256)) \
+        + b"\r\n"
