@@ -17,6 +17,7 @@ split; without, inputs are generated and int8 is skipped with the reason.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,23 @@ from .model_source import Source, read_source
 from .progress import progress_bar
 from .runtime_check import check_variants
 from .settings import get_settings
-from .tfjs.layers_model import assign_weights, read_layers_weights, write_layers_model
+from .tfjs.layers_model import (
+    assign_weights,
+    keras_weights,
+    read_layers_weights,
+    write_layers_model,
+)
+from .tfjs.precision import KEPT_DTYPE, choose_precision
 from .tfjs.rewrite import tfjs_model
+from .tfjs.weights import encode
 from .tflite import TFLITE_VARIANTS, choose_int8, export_tflite
 from .tflite import predict as tflite_predict
 from .variants import (
     SOURCE_MODEL,
     Build,
     InputSpec,
+    KeptTensor,
+    Precision,
     Variant,
     describe_file,
     prepare_build_dir,
@@ -64,11 +74,13 @@ def top1_figures(outputs: np.ndarray, reference: np.ndarray, targets: np.ndarray
 
 
 def tfjs_variant(model, source: Source, build_dir: Path, name: str, reference: np.ndarray,
-                 shard_bytes: int) -> Variant:
+                 shard_bytes: int, precision: Precision | None = None) -> Variant:
     """Write one TF.js variant of the (already translated) ``model``; its first figures come from
-    Keras with the weights read back from its files (the runtime check replaces them)."""
+    Keras with the weights read back from its files (the runtime check replaces them). A uint8
+    ``precision`` keeps its ``kept`` tensors in their own dtype."""
     folder = build_dir / name
-    files = write_layers_model(model, folder, name, shard_bytes)
+    dtypes = {item.name: item.dtype for item in precision.kept} if precision else None
+    files = write_layers_model(model, folder, name, shard_bytes, dtypes)
     original = [np.array(v.numpy()) for v in model.weights]
     try:
         assign_weights(model, read_layers_weights(folder))
@@ -81,7 +93,56 @@ def tfjs_variant(model, source: Source, build_dir: Path, name: str, reference: n
                for path in files]
     return Variant(name=name, engine="tfjs", format="tfjs-layers", weight_dtype=name,
                    files=entries, bytes=sum(e.bytes for e in entries), accuracy=accuracy,
-                   agreement=agreement)
+                   agreement=agreement, precision=precision,
+                   note=precision_note(precision) if precision else None)
+
+
+def uint8_precision(model, source: Source, budget_pp: float, status: Callable[[str], None]
+                    ) -> Precision | None:
+    """Measure plain uint8 on the convert's selection images (calibration images, else the
+    generated inputs: never the test images) and, when it misses ``budget_pp`` as top-1
+    agreement with float32, choose the fewest tensors to keep in float16
+    (:func:`browserml.tfjs.precision.choose_precision`). None when switched off."""
+    settings = get_settings()
+    if not settings.mixed_precision:
+        return None
+    calibrated = source.calibration is not None
+    images = (source.calibration if calibrated else source.inputs)[:settings.mixed_precision_samples]
+    probe = min(len(images), settings.mixed_precision_probe)
+    plan = choose_precision(model, images, 1 - budget_pp / 100, probe, status)
+    kept = plan.kept if plan.met else []
+    return Precision(
+        measured_on="calibration images" if calibrated else "generated inputs",
+        samples=plan.samples, probe_samples=probe if kept or not plan.met else 0,
+        target_agreement=plan.target, plain_agreement=plan.plain_agreement,
+        agreement=plan.agreement if plan.met else plan.plain_agreement, tensors=plan.tensors,
+        lossy=plan.lossy, met=plan.met,
+        kept=[KeptTensor(name=k.name, dtype=dtype_written(model, k.name), size=k.size,
+                         disagreements=k.disagreements, mean_change=k.mean_change) for k in kept])
+
+
+def dtype_written(model, name: str) -> str:
+    """The dtype a kept tensor is actually stored as: float16, or float32 when its values lie
+    beyond float16's range (``encode`` keeps those float32)."""
+    value = dict(keras_weights(model))[name]
+    return encode(name, value, KEPT_DTYPE).spec.get("quantization", {}).get("dtype", "float32")
+
+
+def precision_note(precision: Precision) -> str | None:
+    """One line for the table: which tensors a uint8 variant keeps and why; None for plain
+    uint8 that met the target."""
+    where = f"on {precision.samples} {precision.measured_on}"
+    if not precision.met:
+        return (f"plain uint8: agreement {precision.plain_agreement:.1%} {where} misses "
+                f"{precision.target_agreement:.1%} even with all {precision.lossy} changed tensors "
+                f"in {KEPT_DTYPE}")
+    if not precision.kept:
+        return None
+    names = [item.name for item in precision.kept]
+    shown = ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
+    return (f"mixed: {len(names)} of {precision.tensors} tensors kept {KEPT_DTYPE} ({shown}), "
+            f"chosen {where}: agreement {precision.plain_agreement:.1%} -> "
+            f"{precision.agreement:.1%} (target {precision.target_agreement:.1%})")
 
 
 def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
@@ -115,7 +176,8 @@ def apply_budget(variants: list[Variant], budget_pp: float) -> None:
         loss_pp = (baseline - variant.accuracy) * 100
         if loss_pp > budget_pp + 1e-9:
             variant.offered = False
-            variant.note = f"accuracy loss {loss_pp:.2f} pp exceeds the {budget_pp:g} pp budget"
+            reason = f"accuracy loss {loss_pp:.2f} pp exceeds the {budget_pp:g} pp budget"
+            variant.note = f"{reason}; {variant.note}" if variant.note else reason
 
 
 def tflite_error(exc: Exception, layer_names: list[str] = ()) -> str:
@@ -159,6 +221,7 @@ def convert(model_or_path: Any, out: Path, *, data: str | None = None,
     accuracy and int8 calibration; ``labels`` names the output units. TF.js ``float32`` is always
     written when TF.js can express the model (it is the reference and the last fallback)."""
     settings = get_settings()
+    budget_pp = settings.accuracy_budget_pp if budget_pp is None else budget_pp
     tfjs_names, tflite_names = choose(tuple(variants), tuple(engines))
     source = read_source(model_or_path, data=data, labels=labels, value_range=value_range)
     out = Path(out)
@@ -171,7 +234,7 @@ def convert(model_or_path: Any, out: Path, *, data: str | None = None,
     written: list[Variant] = []
     with progress_bar() as bar:
         task = bar.add_task("convert", total=len(tfjs_names) + bool(tflite_names), status="")
-        written += write_tfjs(source, out, tfjs_names, reference, notes, bar, task)
+        written += write_tfjs(source, out, tfjs_names, reference, notes, bar, task, budget_pp)
         bar.update(task, status="tflite")
         written += write_tflite(source, out, tflite_names, reference, notes)
         bar.advance(task)
@@ -180,7 +243,7 @@ def convert(model_or_path: Any, out: Path, *, data: str | None = None,
                          + "; ".join(f"{k}: {v}" for k, v in notes.items()))
     check_variants(out, written, source.inputs, reference, source.targets,
                    settings.verify_tolerance)
-    apply_budget(written, settings.accuracy_budget_pp if budget_pp is None else budget_pp)
+    apply_budget(written, budget_pp)
     build = Build(
         name=name or out.name, source=source_kind(source), architecture=source.architecture,
         labels=source.labels, input=InputSpec(height=source.height, width=source.width,
@@ -195,9 +258,10 @@ def convert(model_or_path: Any, out: Path, *, data: str | None = None,
 
 
 def write_tfjs(source: Source, out: Path, names: list[str], reference: np.ndarray,
-               notes: dict[str, str], bar, task) -> list[Variant]:
-    """Translate the model for TF.js and write its variants; when TF.js cannot express it,
-    record why in ``notes['tfjs']`` and write none."""
+               notes: dict[str, str], bar, task, budget_pp: float) -> list[Variant]:
+    """Translate the model for TF.js and write its variants (uint8 with the per-tensor
+    precision :func:`uint8_precision` measures); when TF.js cannot express it, record why in
+    ``notes['tfjs']`` and write none."""
     if not names:
         return []
     if source.saved_model:
@@ -212,8 +276,12 @@ def write_tfjs(source: Source, out: Path, names: list[str], reference: np.ndarra
     written = []
     for variant_name in names:
         bar.update(task, status=variant_name)
+        precision = None
+        if variant_name == "uint8":
+            precision = uint8_precision(model, source, budget_pp, lambda status: bar.update(
+                task, status=f"uint8: {status}"))
         written.append(tfjs_variant(model, source, out, variant_name, reference,
-                                    get_settings().shard_bytes))
+                                    get_settings().shard_bytes, precision))
         bar.advance(task)
     return written
 
@@ -280,6 +348,7 @@ def variant_rows(build: Build) -> list[dict]:
             "ratio": variant.bytes / baseline.bytes, "accuracy": variant.accuracy,
             "change_pp": change, "agreement": variant.agreement, "offered": variant.offered,
             "note": variant.note,
+            "precision": None if variant.precision is None else variant.precision.model_dump(),
             "checked": None if variant.check is None else variant.check.runtime,
             "max_abs_diff": None if variant.check is None else variant.check.max_abs_diff,
         })

@@ -56,6 +56,37 @@ class RuntimeCheck(BaseModel):
     error: str | None = Field(None, description="Why it failed to load or run, if it did.")
 
 
+class KeptTensor(BaseModel):
+    """A tensor a uint8 variant keeps at higher precision, and what quantizing it alone did."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="TF.js weight name, e.g. 'block_16_project/kernel'.")
+    dtype: str = Field(description="How it is stored instead: float16 (float32 beyond its range).")
+    size: int = Field(ge=0, description="Elements.")
+    disagreements: int = Field(ge=0, description="Top-1 answers it flipped alone, on the probe images.")
+    mean_change: float = Field(description="Mean |output change| it caused alone, on the probe images.")
+
+
+class Precision(BaseModel):
+    """How a uint8 variant's per-tensor precision was chosen (measured in Keras by weight swap on
+    the convert's selection images, never on the test images its accuracy is reported on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    measured_on: str = Field(description="'calibration images' or 'generated inputs'.")
+    samples: int = Field(ge=0, description="Selection images.")
+    probe_samples: int = Field(ge=0, description="Images each tensor was ranked on.")
+    target_agreement: float = Field(description="1 - budget_pp / 100.")
+    plain_agreement: float = Field(description="All tensors uint8: agreement with float32.")
+    agreement: float = Field(description="As written: agreement with float32.")
+    tensors: int = Field(ge=0, description="Weight tensors in the model.")
+    lossy: int = Field(ge=0, description="Tensors uint8 changes (the others are already on a grid).")
+    kept: list[KeptTensor] = Field(default_factory=list, description="Kept out of uint8, most "
+                                   "sensitive first; empty when plain uint8 met the target.")
+    met: bool = Field(description="Whether the written variant met the target on these images.")
+
+
 class Variant(BaseModel):
     """One runnable form of the model (a precision on an engine)."""
 
@@ -71,6 +102,8 @@ class Variant(BaseModel):
     agreement: float | None = Field(None, description="Top-1 agreement with float32 on test data.")
     offered: bool = Field(True, description="False when the accuracy loss exceeds the budget.")
     note: str | None = Field(None, description="Why a variant is not offered, or other caveats.")
+    precision: Precision | None = Field(
+        None, description="uint8 only: which tensors were kept at higher precision, and why.")
     check: RuntimeCheck | None = Field(
         None, description="Its load and run in its own runtime; publish refuses an offered "
                           "variant without a passed check.")
