@@ -38,7 +38,7 @@ from .tfjs.layers_model import (
 from .tfjs.precision import KEPT_DTYPE, choose_precision
 from .tfjs.rewrite import tfjs_model
 from .tfjs.weights import encode
-from .tflite import TFLITE_VARIANTS, choose_int8, export_tflite
+from .tflite import TFLITE_VARIANTS, choose_int8, export_tflite, mix_int8
 from .tflite import predict as tflite_predict
 from .variants import (
     SOURCE_MODEL,
@@ -55,6 +55,8 @@ from .variants import (
 TFJS_VARIANTS = ("float32", "float16", "uint8")
 ALL_VARIANTS = TFJS_VARIANTS + TFLITE_VARIANTS
 ENGINES = ("tfjs", "litert")
+RANKED_BY = ("each changed tensor quantized alone in Keras: top-1 disagreements, then mean "
+             "output change")
 INT8_NEEDS_DATA = ("skipped: int8 is calibrated on real images; pass --data (a folder, mnist or "
                    "shapes) to make it")
 
@@ -114,6 +116,7 @@ def uint8_precision(model, source: Source, budget_pp: float, status: Callable[[s
     return Precision(
         measured_on="calibration images" if calibrated else "generated inputs",
         samples=plan.samples, probe_samples=probe if kept or not plan.met else 0,
+        ranked_by=RANKED_BY if kept or not plan.met else None,
         target_agreement=plan.target, plain_agreement=plan.plain_agreement,
         agreement=plan.agreement if plan.met else plan.plain_agreement, tensors=plan.tensors,
         lossy=plan.lossy, met=plan.met,
@@ -129,40 +132,79 @@ def dtype_written(model, name: str) -> str:
 
 
 def precision_note(precision: Precision) -> str | None:
-    """One line for the table: which tensors a uint8 variant keeps and why; None for plain
-    uint8 that met the target."""
+    """One line for the table: which tensors (uint8) or ops (int8) a variant keeps at higher
+    precision and why; None for a plain variant that met the target."""
     where = f"on {precision.samples} {precision.measured_on}"
-    if not precision.met:
-        return (f"plain uint8: agreement {precision.plain_agreement:.1%} {where} misses "
-                f"{precision.target_agreement:.1%} even with all {precision.lossy} changed tensors "
-                f"in {KEPT_DTYPE}")
+    uint8 = precision.kept[0].error_per_step is None if precision.kept else True
+    what = "tensors" if uint8 else "ops"
     if not precision.kept:
-        return None
-    names = [item.name for item in precision.kept]
+        if precision.met:
+            return None
+        return (f"plain: agreement {precision.plain_agreement:.1%} {where} misses "
+                f"{precision.target_agreement:.1%}, and keeping changed {what} at higher "
+                "precision did not beat it")
+    names = [short_name(item.name) for item in precision.kept]
     shown = ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
-    return (f"mixed: {len(names)} of {precision.tensors} tensors kept {KEPT_DTYPE} ({shown}), "
+    dtype = precision.kept[0].dtype
+    met = "" if precision.met else ": not met, the best measured"
+    return (f"mixed: {len(names)} of {precision.tensors} {what} kept {dtype} ({shown}), "
             f"chosen {where}: agreement {precision.plain_agreement:.1%} -> "
-            f"{precision.agreement:.1%} (target {precision.target_agreement:.1%})")
+            f"{precision.agreement:.1%} (target {precision.target_agreement:.1%}{met})")
+
+
+def short_name(name: str) -> str:
+    """A TFLite tensor name ('model_1/block_16_project_1/convolution;...') shortened to its
+    layer for the table; TF.js weight names pass unchanged."""
+    first = name.split(";")[0]
+    parts = first.split("/")
+    return "/".join(parts[1:3]) if ";" in name or len(parts) > 2 else first
 
 
 def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
-                    reference: np.ndarray) -> list[Variant]:
-    """Write the TFLite variants and score each natively (LiteRT, batch 1)."""
+                    reference: np.ndarray, budget_pp: float) -> list[Variant]:
+    """Write the TFLite variants and score each natively (LiteRT, batch 1); int8 leaves its
+    worst ops in float when plain int8 misses the budget on the calibration images
+    (:func:`int8_precision`)."""
     if not names:
         return []
     paths = export_tflite(model, build_dir, tuple(names), source.calibration)
     variants = []
     for name, path in paths.items():
-        note = None
+        note, precision = None, None
         if name == "tflite-int8":
             note = f"int8 {choose_int8(path.parent, source.inputs, source.targets)} scales"
+            precision = int8_precision(model, path, source, budget_pp)
+            if precision.kept or not precision.met:
+                note = f"{note}; {precision_note(precision)}"
         accuracy, agreement = top1_figures(tflite_predict(path, source.inputs), reference,
                                            source.targets)
         entry = describe_file(build_dir, path, "model")
         variants.append(Variant(
             name=name, engine="litert", format="tflite", weight_dtype=name.split("-", 1)[1],
-            files=[entry], bytes=entry.bytes, accuracy=accuracy, agreement=agreement, note=note))
+            files=[entry], bytes=entry.bytes, accuracy=accuracy, agreement=agreement, note=note,
+            precision=precision))
     return variants
+
+
+def int8_precision(model, path: Path, source: Source, budget_pp: float) -> Precision:
+    """Measure plain int8 on the calibration images and, when it misses ``budget_pp`` as top-1
+    agreement with float32, leave its worst ops in float (:func:`browserml.tflite.mix_int8`,
+    which rewrites ``path``); return the record of what was measured and kept."""
+    settings = get_settings()
+    images = source.calibration[:settings.mixed_precision_samples]
+    mixed = mix_int8(model, path, source.calibration, images, 1 - budget_pp / 100,
+                     settings.mixed_precision_probe, settings.mixed_int8_max_float)
+    tried = ", ".join(f"{k}: {a:.1%}" for k, a in mixed.tried.items())
+    return Precision(
+        measured_on="calibration images", samples=mixed.samples,
+        probe_samples=mixed.probe_samples,
+        ranked_by=(f"TFLite QuantizationDebugger, RMS error per quantization step of each op's "
+                   f"output; ops in float tried (agreement): {tried}") if mixed.tried else None,
+        target_agreement=mixed.target, plain_agreement=mixed.plain_agreement,
+        agreement=mixed.agreement, tensors=mixed.candidates, lossy=mixed.candidates,
+        met=mixed.met,
+        kept=[KeptTensor(name=row["name"], dtype="float32", size=row["size"],
+                         error_per_step=row["error_per_step"]) for row in mixed.kept])
 
 
 def apply_budget(variants: list[Variant], budget_pp: float) -> None:
@@ -236,7 +278,7 @@ def convert(model_or_path: Any, out: Path, *, data: str | None = None,
         task = bar.add_task("convert", total=len(tfjs_names) + bool(tflite_names), status="")
         written += write_tfjs(source, out, tfjs_names, reference, notes, bar, task, budget_pp)
         bar.update(task, status="tflite")
-        written += write_tflite(source, out, tflite_names, reference, notes)
+        written += write_tflite(source, out, tflite_names, reference, notes, budget_pp)
         bar.advance(task)
     if not written:
         raise ModelError("no engine can serve this model: "
@@ -287,14 +329,14 @@ def write_tfjs(source: Source, out: Path, names: list[str], reference: np.ndarra
 
 
 def write_tflite(source: Source, out: Path, names: list[str], reference: np.ndarray,
-                 notes: dict[str, str]) -> list[Variant]:
+                 notes: dict[str, str], budget_pp: float) -> list[Variant]:
     """Export the inference graph to TFLite; when the converter refuses, record why in
     ``notes['litert']`` (one line naming the ops) and write none."""
     if not names:
         return []
     try:
         model = source.model if source.saved_model else inference_model(source.model)
-        return tflite_variants(model, source, out, names, reference)
+        return tflite_variants(model, source, out, names, reference, budget_pp)
     except ModelError as exc:
         notes["litert"] = str(exc)
     except Exception as exc:  # TensorFlow's ConverterError and friends: many types, long text

@@ -57,33 +57,42 @@ class RuntimeCheck(BaseModel):
 
 
 class KeptTensor(BaseModel):
-    """A tensor a uint8 variant keeps at higher precision, and what quantizing it alone did."""
+    """A tensor a quantized variant keeps at higher precision, and the measurement that put it
+    there: for TF.js uint8 what quantizing it alone did, for LiteRT int8 the quantization error
+    TFLite's QuantizationDebugger measured on the op that writes it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="TF.js weight name, e.g. 'block_16_project/kernel'.")
-    dtype: str = Field(description="How it is stored instead: float16 (float32 beyond its range).")
+    name: str = Field(description="TF.js weight name ('block_16_project/kernel') or TFLite tensor name.")
+    dtype: str = Field(description="How it is stored / computed instead: float16 or float32.")
     size: int = Field(ge=0, description="Elements.")
-    disagreements: int = Field(ge=0, description="Top-1 answers it flipped alone, on the probe images.")
-    mean_change: float = Field(description="Mean |output change| it caused alone, on the probe images.")
+    disagreements: int | None = Field(
+        None, ge=0, description="uint8: top-1 answers it flipped alone, on the probe images.")
+    mean_change: float | None = Field(
+        None, description="uint8: mean |output change| it caused alone, on the probe images.")
+    error_per_step: float | None = Field(
+        None, description="int8: RMS error of the op's quantized output over its quantization "
+                          "step (the debugger's rmse/scale), on the probe images.")
 
 
 class Precision(BaseModel):
-    """How a uint8 variant's per-tensor precision was chosen (measured in Keras by weight swap on
-    the convert's selection images, never on the test images its accuracy is reported on)."""
+    """How a quantized variant's mixed precision was chosen: measured on the convert's selection
+    images (calibration images, else generated inputs), never on the test images its accuracy
+    is reported on."""
 
     model_config = ConfigDict(extra="forbid")
 
     measured_on: str = Field(description="'calibration images' or 'generated inputs'.")
     samples: int = Field(ge=0, description="Selection images.")
-    probe_samples: int = Field(ge=0, description="Images each tensor was ranked on.")
+    probe_samples: int = Field(ge=0, description="Images each tensor was ranked on (0: no ranking).")
+    ranked_by: str | None = Field(None, description="How the candidates were ranked.")
     target_agreement: float = Field(description="1 - budget_pp / 100.")
-    plain_agreement: float = Field(description="All tensors uint8: agreement with float32.")
+    plain_agreement: float = Field(description="Everything quantized: agreement with float32.")
     agreement: float = Field(description="As written: agreement with float32.")
-    tensors: int = Field(ge=0, description="Weight tensors in the model.")
-    lossy: int = Field(ge=0, description="Tensors uint8 changes (the others are already on a grid).")
-    kept: list[KeptTensor] = Field(default_factory=list, description="Kept out of uint8, most "
-                                   "sensitive first; empty when plain uint8 met the target.")
+    tensors: int = Field(ge=0, description="Candidate tensors in the model.")
+    lossy: int = Field(ge=0, description="Of those, the ones quantization changes (ranked).")
+    kept: list[KeptTensor] = Field(default_factory=list, description="Kept out of the quantized "
+                                   "dtype, most sensitive first; empty when plain met the target.")
     met: bool = Field(description="Whether the written variant met the target on these images.")
 
 
@@ -103,7 +112,7 @@ class Variant(BaseModel):
     offered: bool = Field(True, description="False when the accuracy loss exceeds the budget.")
     note: str | None = Field(None, description="Why a variant is not offered, or other caveats.")
     precision: Precision | None = Field(
-        None, description="uint8 only: which tensors were kept at higher precision, and why.")
+        None, description="uint8 / int8: which tensors were kept at higher precision, and why.")
     check: RuntimeCheck | None = Field(
         None, description="Its load and run in its own runtime; publish refuses an offered "
                           "variant without a passed check.")
