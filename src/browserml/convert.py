@@ -131,12 +131,10 @@ def dtype_written(model, name: str) -> str:
     return encode(name, value, KEPT_DTYPE).spec.get("quantization", {}).get("dtype", "float32")
 
 
-def precision_note(precision: Precision) -> str | None:
+def precision_note(precision: Precision, what: str = "tensors") -> str | None:
     """One line for the table: which tensors (uint8) or ops (int8) a variant keeps at higher
     precision and why; None for a plain variant that met the target."""
     where = f"on {precision.samples} {precision.measured_on}"
-    uint8 = precision.kept[0].error_per_step is None if precision.kept else True
-    what = "tensors" if uint8 else "ops"
     if not precision.kept:
         if precision.met:
             return None
@@ -172,10 +170,13 @@ def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
     for name, path in paths.items():
         note, precision = None, None
         if name == "tflite-int8":
-            note = f"int8 {choose_int8(path.parent, source.inputs, source.targets)} scales"
+            granularity = choose_int8(path.parent, source.inputs, source.targets)
             precision = int8_precision(model, path, source, budget_pp)
+            if precision.kept:  # the mixed model is built per-channel (mix_int8)
+                granularity = "per-channel"
+            note = f"int8 {granularity} scales"
             if precision.kept or not precision.met:
-                note = f"{note}; {precision_note(precision)}"
+                note = f"{note}; {precision_note(precision, 'ops')}"
         accuracy, agreement = top1_figures(tflite_predict(path, source.inputs), reference,
                                            source.targets)
         entry = describe_file(build_dir, path, "model")
@@ -198,12 +199,14 @@ def int8_precision(model, path: Path, source: Source, budget_pp: float) -> Preci
     return Precision(
         measured_on="calibration images", samples=mixed.samples,
         probe_samples=mixed.probe_samples,
-        ranked_by=(f"TFLite QuantizationDebugger, RMS error per quantization step of each op's "
-                   f"output; ops in float tried (agreement): {tried}") if mixed.tried else None,
+        ranked_by=(f"each quantized op left alone in float (TFLite QuantizationDebugger "
+                   f"denylisted_nodes): top-1 disagreements, then mean output change, that "
+                   f"remain; ops in float tried (agreement): {tried}") if mixed.tried else None,
         target_agreement=mixed.target, plain_agreement=mixed.plain_agreement,
         agreement=mixed.agreement, tensors=mixed.candidates, lossy=mixed.candidates,
         met=mixed.met,
         kept=[KeptTensor(name=row["name"], dtype="float32", size=row["size"],
+                         disagreements=row["disagreements"], mean_change=row["mean_change"],
                          error_per_step=row["error_per_step"]) for row in mixed.kept])
 
 

@@ -158,7 +158,7 @@ def debugger_ranking(saved: Path, calibration: np.ndarray, probe: np.ndarray):
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     dump.seek(0)
-    rows = [{"name": row["tensor_name"], "op": row["op_name"], "size": int(row["num_elements"]),
+    rows = [{"name": row["tensor_name"], "op": row["op_name"], "size": int(float(row["num_elements"])),
              "error_per_step": float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"]))}
             for row in csv.DictReader(dump) if float(row["scale"]) > 0]
     rows.sort(key=lambda row: -row["error_per_step"])
@@ -208,37 +208,49 @@ def mix_int8(model, path: Path, calibration: np.ndarray, selection: np.ndarray, 
              probe_samples: int, max_float_fraction: float,
              status: Callable[[str], None] = lambda s: None) -> MixedInt8:
     """Given the int8 model at ``path`` and the top-1 agreement with float32 it must reach on
-    the ``selection`` images (calibration images: never the test set), leave its worst ops in
-    float until it does, and rewrite ``path`` with the result.
+    the ``selection`` images (calibration images: never the test set), leave its most
+    sensitive ops in float until it does, and rewrite ``path`` with the result.
 
-    Plain int8 is measured first; only when it misses is TFLite's QuantizationDebugger run (on
-    ``probe_samples`` of the images) to rank the ops by quantization error per step, and the
-    worst 1, 2, 4, ... (at most ``max_float_fraction`` of them) are left in float until the
-    agreement meets ``target``. When no step meets it, the fewest ops with the best agreement
-    measured are kept (plain int8 when none beats it): float ops cost size and speed, and past
-    that point the errors left are spread over the whole network."""
+    Plain int8 is measured first; only when it misses is TFLite's QuantizationDebugger set up
+    (per-channel, calibrated on ``calibration``). Each quantized op is then left alone in float
+    (``denylisted_nodes``) and the model measured on ``probe_samples`` images: ops are ranked by
+    the top-1 disagreements and mean output change with float32 that remain, fewest first (the
+    debugger's own rmse/scale is recorded but not used to rank: it is relative to the op's step,
+    so an op whose range an outlier sets, as in a fine-tuned head, looks harmless). The best
+    1, 2, 4, ... ops (at most ``max_float_fraction`` of them) are then left in float until the
+    agreement on all the images meets ``target``. When no step meets it, the fewest ops with the
+    best agreement measured are kept (plain int8 when none beats it)."""
     selection = selection.astype(np.float32)
-    top1 = np.asarray(model.predict(selection, batch_size=32, verbose=0)).argmax(1)
-
-    def agreement(candidate: Path) -> float:
-        return float((predict(candidate, selection).argmax(1) == top1).mean())
-
-    plain = agreement(path)
+    reference = np.asarray(model.predict(selection, batch_size=32, verbose=0), np.float32)
+    top1 = reference.argmax(1)
     probe = min(len(selection), probe_samples)
+
+    def measure(candidate: Path, count: int) -> tuple[int, float]:
+        got = predict(candidate, selection[:count])
+        return (int((got.argmax(1) != top1[:count]).sum()),
+                float(np.abs(got - reference[:count]).mean()))
+
+    plain = 1 - measure(path, len(selection))[0] / len(selection)
     result = MixedInt8(samples=len(selection), probe_samples=0, target=target,
                        plain_agreement=plain, agreement=plain, candidates=0)
     if result.met:
         return result
     with tempfile.TemporaryDirectory(prefix="browserml-int8-") as tmp:
+        candidate = Path(tmp) / "candidate.tflite"
         status("int8: quantization debugger")
         debugger, rows = debugger_ranking(saved_model(model, Path(tmp)), calibration,
                                           selection[:probe])
         result.probe_samples, result.candidates = probe, len(rows)
+        for row in rows:
+            candidate.write_bytes(with_float_ops(debugger, [row["name"]]))
+            row["disagreements"], row["mean_change"] = measure(candidate, probe)
+            status(f"int8: rank {row['op']}")
+        rows.sort(key=lambda row: (row["disagreements"], row["mean_change"]))
         blobs = {}
         for count in float_op_ladder(len(rows), max(1, int(len(rows) * max_float_fraction))):
             blobs[count] = with_float_ops(debugger, [row["name"] for row in rows[:count]])
-            (Path(tmp) / "candidate.tflite").write_bytes(blobs[count])
-            result.tried[count] = agreement(Path(tmp) / "candidate.tflite")
+            candidate.write_bytes(blobs[count])
+            result.tried[count] = 1 - measure(candidate, len(selection))[0] / len(selection)
             status(f"int8: {count} ops in float")
             if result.tried[count] >= target:
                 break

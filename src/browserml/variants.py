@@ -58,8 +58,8 @@ class RuntimeCheck(BaseModel):
 
 class KeptTensor(BaseModel):
     """A tensor a quantized variant keeps at higher precision, and the measurement that put it
-    there: for TF.js uint8 what quantizing it alone did, for LiteRT int8 the quantization error
-    TFLite's QuantizationDebugger measured on the op that writes it."""
+    there: for TF.js uint8 what quantizing it alone did, for LiteRT int8 what is left when the op
+    that writes it alone stays in float (and the debugger's error per step on it)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -67,9 +67,10 @@ class KeptTensor(BaseModel):
     dtype: str = Field(description="How it is stored / computed instead: float16 or float32.")
     size: int = Field(ge=0, description="Elements.")
     disagreements: int | None = Field(
-        None, ge=0, description="uint8: top-1 answers it flipped alone, on the probe images.")
+        None, ge=0, description="uint8: top-1 answers it flipped when quantized alone; int8: the "
+                                "flips left with it alone in float (probe images).")
     mean_change: float | None = Field(
-        None, description="uint8: mean |output change| it caused alone, on the probe images.")
+        None, description="Mean |output change| from float32 in the same measurement.")
     error_per_step: float | None = Field(
         None, description="int8: RMS error of the op's quantized output over its quantization "
                           "step (the debugger's rmse/scale), on the probe images.")
