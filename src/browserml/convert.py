@@ -12,6 +12,12 @@ Keras on the same inputs (:mod:`browserml.runtime_check`): the table's agreement
 what those runtimes computed, and a variant that fails to load or differs is not offered. With
 ``data``, the inputs are a seeded test split (accuracy) and int8 is calibrated on the training
 split; without, inputs are generated and int8 is skipped with the reason.
+
+When plain uint8 or int8 misses the budget as top-1 agreement with float32 on the selection
+images (calibration images, else the generated inputs; never the test images), the fewest
+measured most sensitive tensors (uint8: :mod:`browserml.tfjs.precision`) or ops (int8:
+:func:`browserml.tflite.mix_int8`) are kept at higher precision, and the variant's
+``precision`` record says which and why.
 """
 
 from __future__ import annotations
