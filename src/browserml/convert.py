@@ -165,7 +165,8 @@ def short_name(name: str) -> str:
 
 
 def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
-                    reference: np.ndarray, budget_pp: float) -> list[Variant]:
+                    reference: np.ndarray, budget_pp: float,
+                    status: Callable[[str], None] = lambda s: None) -> list[Variant]:
     """Write the TFLite variants and score each natively (LiteRT, batch 1); int8 leaves its
     worst ops in float when plain int8 misses the budget on the calibration images
     (:func:`int8_precision`)."""
@@ -177,7 +178,7 @@ def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
         note, precision = None, None
         if name == "tflite-int8":
             granularity = choose_int8(path.parent, source.inputs, source.targets)
-            precision = int8_precision(model, path, source, budget_pp)
+            precision = int8_precision(model, path, source, budget_pp, status)
             if precision.kept:  # the mixed model is built per-channel (mix_int8)
                 granularity = "per-channel"
             note = f"int8 {granularity} scales"
@@ -193,14 +194,15 @@ def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
     return variants
 
 
-def int8_precision(model, path: Path, source: Source, budget_pp: float) -> Precision:
+def int8_precision(model, path: Path, source: Source, budget_pp: float,
+                   status: Callable[[str], None] = lambda s: None) -> Precision:
     """Measure plain int8 on the calibration images and, when it misses ``budget_pp`` as top-1
     agreement with float32, leave its worst ops in float (:func:`browserml.tflite.mix_int8`,
     which rewrites ``path``); return the record of what was measured and kept."""
     settings = get_settings()
     images = source.calibration[:settings.mixed_precision_samples]
     mixed = mix_int8(model, path, source.calibration, images, 1 - budget_pp / 100,
-                     settings.mixed_precision_probe, settings.mixed_int8_max_float)
+                     settings.mixed_precision_probe, settings.mixed_int8_max_float, status)
     tried = ", ".join(f"{k}: {a:.1%}" for k, a in mixed.tried.items())
     return Precision(
         measured_on="calibration images", samples=mixed.samples,
@@ -287,7 +289,8 @@ def convert(model_or_path: Any, out: Path, *, data: str | None = None,
         task = bar.add_task("convert", total=len(tfjs_names) + bool(tflite_names), status="")
         written += write_tfjs(source, out, tfjs_names, reference, notes, bar, task, budget_pp)
         bar.update(task, status="tflite")
-        written += write_tflite(source, out, tflite_names, reference, notes, budget_pp)
+        written += write_tflite(source, out, tflite_names, reference, notes, budget_pp,
+                                lambda status: bar.update(task, status=status))
         bar.advance(task)
     if not written:
         raise ModelError("no engine can serve this model: "
@@ -338,14 +341,15 @@ def write_tfjs(source: Source, out: Path, names: list[str], reference: np.ndarra
 
 
 def write_tflite(source: Source, out: Path, names: list[str], reference: np.ndarray,
-                 notes: dict[str, str], budget_pp: float) -> list[Variant]:
+                 notes: dict[str, str], budget_pp: float,
+                 status: Callable[[str], None] = lambda s: None) -> list[Variant]:
     """Export the inference graph to TFLite; when the converter refuses, record why in
     ``notes['litert']`` (one line naming the ops) and write none."""
     if not names:
         return []
     try:
         model = source.model if source.saved_model else inference_model(source.model)
-        return tflite_variants(model, source, out, names, reference, budget_pp)
+        return tflite_variants(model, source, out, names, reference, budget_pp, status)
     except ModelError as exc:
         notes["litert"] = str(exc)
     except Exception as exc:  # TensorFlow's ConverterError and friends: many types, long text
