@@ -175,7 +175,8 @@ def convert(model, out, data, labels, engines, value_range, name, budget, varian
         name=name, budget_pp=budget, variants=chosen)
     if as_json:
         print_json({"variants": [{k: row[k] for k in ("name", "engine", "bytes", "accuracy",
-                                                      "agreement", "offered", "checked")}
+                                                      "change_pp", "agreement", "offered",
+                                                      "checked", "note", "precision")}
                                  for row in variant_rows(build)],
                     "engine_notes": build.engine_notes})
     else:

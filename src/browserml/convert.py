@@ -12,11 +12,18 @@ Keras on the same inputs (:mod:`browserml.runtime_check`): the table's agreement
 what those runtimes computed, and a variant that fails to load or differs is not offered. With
 ``data``, the inputs are a seeded test split (accuracy) and int8 is calibrated on the training
 split; without, inputs are generated and int8 is skipped with the reason.
+
+When plain uint8 or int8 misses the budget as top-1 agreement with float32 on the selection
+images (calibration images, else the generated inputs; never the test images), the fewest
+measured most sensitive tensors (uint8: :mod:`browserml.tfjs.precision`) or ops (int8:
+:func:`browserml.tflite.mix_int8`) are kept at higher precision, and the variant's
+``precision`` record says which and why.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +35,23 @@ from .model_source import Source, read_source
 from .progress import progress_bar
 from .runtime_check import check_variants
 from .settings import get_settings
-from .tfjs.layers_model import assign_weights, read_layers_weights, write_layers_model
+from .tfjs.layers_model import (
+    assign_weights,
+    keras_weights,
+    read_layers_weights,
+    write_layers_model,
+)
+from .tfjs.precision import KEPT_DTYPE, choose_precision
 from .tfjs.rewrite import tfjs_model
-from .tflite import TFLITE_VARIANTS, choose_int8, export_tflite
+from .tfjs.weights import encode
+from .tflite import TFLITE_VARIANTS, choose_int8, export_tflite, mix_int8
 from .tflite import predict as tflite_predict
 from .variants import (
     SOURCE_MODEL,
     Build,
     InputSpec,
+    KeptTensor,
+    Precision,
     Variant,
     describe_file,
     prepare_build_dir,
@@ -45,6 +61,8 @@ from .variants import (
 TFJS_VARIANTS = ("float32", "float16", "uint8")
 ALL_VARIANTS = TFJS_VARIANTS + TFLITE_VARIANTS
 ENGINES = ("tfjs", "litert")
+RANKED_BY = ("each changed tensor quantized alone in Keras: top-1 disagreements, then mean "
+             "output change")
 INT8_NEEDS_DATA = ("skipped: int8 is calibrated on real images; pass --data (a folder, mnist or "
                    "shapes) to make it")
 
@@ -64,11 +82,13 @@ def top1_figures(outputs: np.ndarray, reference: np.ndarray, targets: np.ndarray
 
 
 def tfjs_variant(model, source: Source, build_dir: Path, name: str, reference: np.ndarray,
-                 shard_bytes: int) -> Variant:
+                 shard_bytes: int, precision: Precision | None = None) -> Variant:
     """Write one TF.js variant of the (already translated) ``model``; its first figures come from
-    Keras with the weights read back from its files (the runtime check replaces them)."""
+    Keras with the weights read back from its files (the runtime check replaces them). A uint8
+    ``precision`` keeps its ``kept`` tensors in their own dtype."""
     folder = build_dir / name
-    files = write_layers_model(model, folder, name, shard_bytes)
+    dtypes = {item.name: item.dtype for item in precision.kept} if precision else None
+    files = write_layers_model(model, folder, name, shard_bytes, dtypes)
     original = [np.array(v.numpy()) for v in model.weights]
     try:
         assign_weights(model, read_layers_weights(folder))
@@ -81,27 +101,121 @@ def tfjs_variant(model, source: Source, build_dir: Path, name: str, reference: n
                for path in files]
     return Variant(name=name, engine="tfjs", format="tfjs-layers", weight_dtype=name,
                    files=entries, bytes=sum(e.bytes for e in entries), accuracy=accuracy,
-                   agreement=agreement)
+                   agreement=agreement, precision=precision,
+                   note=precision_note(precision) if precision else None)
+
+
+def uint8_precision(model, source: Source, budget_pp: float, status: Callable[[str], None]
+                    ) -> Precision | None:
+    """Measure plain uint8 on the convert's selection images (calibration images, else the
+    generated inputs: never the test images) and, when it misses ``budget_pp`` as top-1
+    agreement with float32, choose the fewest tensors to keep in float16
+    (:func:`browserml.tfjs.precision.choose_precision`). None when switched off."""
+    settings = get_settings()
+    if not settings.mixed_precision:
+        return None
+    calibrated = source.calibration is not None
+    images = (source.calibration if calibrated else source.inputs)[:settings.mixed_precision_samples]
+    probe = min(len(images), settings.mixed_precision_probe)
+    plan = choose_precision(model, images, 1 - budget_pp / 100, probe, status)
+    kept = plan.kept if plan.met else []
+    return Precision(
+        measured_on="calibration images" if calibrated else "generated inputs",
+        samples=plan.samples, probe_samples=probe if kept or not plan.met else 0,
+        ranked_by=RANKED_BY if kept or not plan.met else None,
+        target_agreement=plan.target, plain_agreement=plan.plain_agreement,
+        agreement=plan.agreement if plan.met else plan.plain_agreement, tensors=plan.tensors,
+        lossy=plan.lossy, met=plan.met,
+        kept=[KeptTensor(name=k.name, dtype=dtype_written(model, k.name), size=k.size,
+                         disagreements=k.disagreements, mean_change=k.mean_change) for k in kept])
+
+
+def dtype_written(model, name: str) -> str:
+    """The dtype a kept tensor is actually stored as: float16, or float32 when its values lie
+    beyond float16's range (``encode`` keeps those float32)."""
+    value = dict(keras_weights(model))[name]
+    return encode(name, value, KEPT_DTYPE).spec.get("quantization", {}).get("dtype", "float32")
+
+
+def precision_note(precision: Precision, what: str = "tensors") -> str | None:
+    """One line for the table: which tensors (uint8) or ops (int8) a variant keeps at higher
+    precision and why; None for a plain variant that met the target."""
+    where = f"on {precision.samples} {precision.measured_on}"
+    if not precision.kept:
+        if precision.met:
+            return None
+        return (f"plain: agreement {precision.plain_agreement:.1%} {where} misses "
+                f"{precision.target_agreement:.1%}, and keeping changed {what} at higher "
+                "precision did not beat it")
+    names = [short_name(item.name) for item in precision.kept]
+    shown = ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
+    dtype = precision.kept[0].dtype
+    met = "" if precision.met else ": not met, the best measured"
+    return (f"mixed: {len(names)} of {precision.tensors} {what} kept {dtype} ({shown}), "
+            f"chosen {where}: agreement {precision.plain_agreement:.1%} -> "
+            f"{precision.agreement:.1%} (target {precision.target_agreement:.1%}{met})")
+
+
+def short_name(name: str) -> str:
+    """A TFLite tensor name ('model_1/block_16_project_1/convolution;...') shortened to its
+    layer for the table; TF.js weight names pass unchanged."""
+    first = name.split(";")[0]
+    parts = first.split("/")
+    return "/".join(parts[1:3]) if ";" in name or len(parts) > 2 else first
 
 
 def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
-                    reference: np.ndarray) -> list[Variant]:
-    """Write the TFLite variants and score each natively (LiteRT, batch 1)."""
+                    reference: np.ndarray, budget_pp: float,
+                    status: Callable[[str], None] = lambda s: None) -> list[Variant]:
+    """Write the TFLite variants and score each natively (LiteRT, batch 1); int8 leaves its
+    worst ops in float when plain int8 misses the budget on the calibration images
+    (:func:`int8_precision`)."""
     if not names:
         return []
     paths = export_tflite(model, build_dir, tuple(names), source.calibration)
     variants = []
     for name, path in paths.items():
-        note = None
+        note, precision = None, None
         if name == "tflite-int8":
-            note = f"int8 {choose_int8(path.parent, source.inputs, source.targets)} scales"
+            granularity = choose_int8(path.parent, source.inputs, source.targets)
+            precision = int8_precision(model, path, source, budget_pp, status)
+            if precision.kept:  # the mixed model is built per-channel (mix_int8)
+                granularity = "per-channel"
+            note = f"int8 {granularity} scales"
+            if precision.kept or not precision.met:
+                note = f"{note}; {precision_note(precision, 'ops')}"
         accuracy, agreement = top1_figures(tflite_predict(path, source.inputs), reference,
                                            source.targets)
         entry = describe_file(build_dir, path, "model")
         variants.append(Variant(
             name=name, engine="litert", format="tflite", weight_dtype=name.split("-", 1)[1],
-            files=[entry], bytes=entry.bytes, accuracy=accuracy, agreement=agreement, note=note))
+            files=[entry], bytes=entry.bytes, accuracy=accuracy, agreement=agreement, note=note,
+            precision=precision))
     return variants
+
+
+def int8_precision(model, path: Path, source: Source, budget_pp: float,
+                   status: Callable[[str], None] = lambda s: None) -> Precision:
+    """Measure plain int8 on the calibration images and, when it misses ``budget_pp`` as top-1
+    agreement with float32, leave its worst ops in float (:func:`browserml.tflite.mix_int8`,
+    which rewrites ``path``); return the record of what was measured and kept."""
+    settings = get_settings()
+    images = source.calibration[:settings.mixed_precision_samples]
+    mixed = mix_int8(model, path, source.calibration, images, 1 - budget_pp / 100,
+                     settings.mixed_precision_probe, settings.mixed_int8_max_float, status)
+    tried = ", ".join(f"{k}: {a:.1%}" for k, a in mixed.tried.items())
+    return Precision(
+        measured_on="calibration images", samples=mixed.samples,
+        probe_samples=mixed.probe_samples,
+        ranked_by=(f"each quantized op left alone in float (TFLite QuantizationDebugger "
+                   f"denylisted_nodes): top-1 disagreements, then mean output change, that "
+                   f"remain; ops in float tried (agreement): {tried}") if mixed.tried else None,
+        target_agreement=mixed.target, plain_agreement=mixed.plain_agreement,
+        agreement=mixed.agreement, tensors=mixed.candidates, lossy=mixed.candidates,
+        met=mixed.met,
+        kept=[KeptTensor(name=row["name"], dtype="float32", size=row["size"],
+                         disagreements=row["disagreements"], mean_change=row["mean_change"],
+                         error_per_step=row["error_per_step"]) for row in mixed.kept])
 
 
 def apply_budget(variants: list[Variant], budget_pp: float) -> None:
@@ -115,7 +229,8 @@ def apply_budget(variants: list[Variant], budget_pp: float) -> None:
         loss_pp = (baseline - variant.accuracy) * 100
         if loss_pp > budget_pp + 1e-9:
             variant.offered = False
-            variant.note = f"accuracy loss {loss_pp:.2f} pp exceeds the {budget_pp:g} pp budget"
+            reason = f"accuracy loss {loss_pp:.2f} pp exceeds the {budget_pp:g} pp budget"
+            variant.note = f"{reason}; {variant.note}" if variant.note else reason
 
 
 def tflite_error(exc: Exception, layer_names: list[str] = ()) -> str:
@@ -159,6 +274,7 @@ def convert(model_or_path: Any, out: Path, *, data: str | None = None,
     accuracy and int8 calibration; ``labels`` names the output units. TF.js ``float32`` is always
     written when TF.js can express the model (it is the reference and the last fallback)."""
     settings = get_settings()
+    budget_pp = settings.accuracy_budget_pp if budget_pp is None else budget_pp
     tfjs_names, tflite_names = choose(tuple(variants), tuple(engines))
     source = read_source(model_or_path, data=data, labels=labels, value_range=value_range)
     out = Path(out)
@@ -171,16 +287,17 @@ def convert(model_or_path: Any, out: Path, *, data: str | None = None,
     written: list[Variant] = []
     with progress_bar() as bar:
         task = bar.add_task("convert", total=len(tfjs_names) + bool(tflite_names), status="")
-        written += write_tfjs(source, out, tfjs_names, reference, notes, bar, task)
+        written += write_tfjs(source, out, tfjs_names, reference, notes, bar, task, budget_pp)
         bar.update(task, status="tflite")
-        written += write_tflite(source, out, tflite_names, reference, notes)
+        written += write_tflite(source, out, tflite_names, reference, notes, budget_pp,
+                                lambda status: bar.update(task, status=status))
         bar.advance(task)
     if not written:
         raise ModelError("no engine can serve this model: "
                          + "; ".join(f"{k}: {v}" for k, v in notes.items()))
     check_variants(out, written, source.inputs, reference, source.targets,
                    settings.verify_tolerance)
-    apply_budget(written, settings.accuracy_budget_pp if budget_pp is None else budget_pp)
+    apply_budget(written, budget_pp)
     build = Build(
         name=name or out.name, source=source_kind(source), architecture=source.architecture,
         labels=source.labels, input=InputSpec(height=source.height, width=source.width,
@@ -195,9 +312,10 @@ def convert(model_or_path: Any, out: Path, *, data: str | None = None,
 
 
 def write_tfjs(source: Source, out: Path, names: list[str], reference: np.ndarray,
-               notes: dict[str, str], bar, task) -> list[Variant]:
-    """Translate the model for TF.js and write its variants; when TF.js cannot express it,
-    record why in ``notes['tfjs']`` and write none."""
+               notes: dict[str, str], bar, task, budget_pp: float) -> list[Variant]:
+    """Translate the model for TF.js and write its variants (uint8 with the per-tensor
+    precision :func:`uint8_precision` measures); when TF.js cannot express it, record why in
+    ``notes['tfjs']`` and write none."""
     if not names:
         return []
     if source.saved_model:
@@ -212,21 +330,26 @@ def write_tfjs(source: Source, out: Path, names: list[str], reference: np.ndarra
     written = []
     for variant_name in names:
         bar.update(task, status=variant_name)
+        precision = None
+        if variant_name == "uint8":
+            precision = uint8_precision(model, source, budget_pp, lambda status: bar.update(
+                task, status=f"uint8: {status}"))
         written.append(tfjs_variant(model, source, out, variant_name, reference,
-                                    get_settings().shard_bytes))
+                                    get_settings().shard_bytes, precision))
         bar.advance(task)
     return written
 
 
 def write_tflite(source: Source, out: Path, names: list[str], reference: np.ndarray,
-                 notes: dict[str, str]) -> list[Variant]:
+                 notes: dict[str, str], budget_pp: float,
+                 status: Callable[[str], None] = lambda s: None) -> list[Variant]:
     """Export the inference graph to TFLite; when the converter refuses, record why in
     ``notes['litert']`` (one line naming the ops) and write none."""
     if not names:
         return []
     try:
         model = source.model if source.saved_model else inference_model(source.model)
-        return tflite_variants(model, source, out, names, reference)
+        return tflite_variants(model, source, out, names, reference, budget_pp, status)
     except ModelError as exc:
         notes["litert"] = str(exc)
     except Exception as exc:  # TensorFlow's ConverterError and friends: many types, long text
@@ -280,6 +403,7 @@ def variant_rows(build: Build) -> list[dict]:
             "ratio": variant.bytes / baseline.bytes, "accuracy": variant.accuracy,
             "change_pp": change, "agreement": variant.agreement, "offered": variant.offered,
             "note": variant.note,
+            "precision": None if variant.precision is None else variant.precision.model_dump(),
             "checked": None if variant.check is None else variant.check.runtime,
             "max_abs_diff": None if variant.check is None else variant.check.max_abs_diff,
         })

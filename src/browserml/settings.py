@@ -59,6 +59,18 @@ class Settings(BaseSettings):
         1024, ge=1, description="Training images a run keeps for int8 calibration. 256 cost the trained "
         "MobileNetV2 0.63 pp in int8; 1,024 (and 2,560) kept it within 0.31 pp.",
     )
+    mixed_precision: bool = Field(
+        True, description="When plain uint8 misses the budget on the selection images, keep its "
+        "most sensitive tensors in float16 (chosen by measurement; browserml.tfjs.precision).")
+    mixed_precision_samples: int = Field(
+        256, ge=1, description="Selection images (calibration, else generated) mixed uint8 is "
+        "measured on.")
+    mixed_precision_probe: int = Field(
+        64, ge=1, description="Of those, the images each tensor is ranked on when quantized alone "
+        "(uint8) or TFLite's quantization debugger runs on (int8).")
+    mixed_int8_max_float: float = Field(
+        0.25, ge=0, le=1, description="Largest share of its ops int8 may leave in float when "
+        "plain int8 misses the budget (past that, the model is no longer an int8 model).")
 
     # Registry and server.
     database_url: str | None = Field(None, description="postgresql://... ; SQLite when unset.")

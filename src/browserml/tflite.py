@@ -7,12 +7,18 @@ raw pixels as every other variant. Per-channel and per-tensor scales are both tr
 smaller per-tensor model kept only when it measures as accurate. Dynamic-range int8 (weights
 only) is deliberately not offered: it was measured 7x slower than float32 for MobileNetV2 in
 LiteRT.js.
+
+When full-integer int8 misses the accuracy budget (measured as top-1 agreement with float32 on
+the calibration images), :func:`mix_int8` leaves the ops TFLite's own QuantizationDebugger
+finds worst in float (``denylisted_nodes``): a mixed int8/float model LiteRT runs with
+dequantize/quantize ops around them.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +138,126 @@ def predict(path: Path, images: np.ndarray, threads: int = 2) -> np.ndarray:
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(output_index)[0].copy())
     return np.stack(outputs)
+
+
+def debugger_ranking(saved: Path, calibration: np.ndarray, probe: np.ndarray):
+    """Run TFLite's QuantizationDebugger (per-channel int8, calibrated on ``calibration``) over
+    the ``probe`` images; return ``(debugger, rows)``: every quantized op's output tensor with its
+    ``error_per_step`` (RMS error of the op's int8 output over its step, the debugger's
+    ``rmse/scale``), worst first. Its ``denylisted_nodes`` option then leaves chosen ops in
+    float."""
+    import csv
+    import io
+
+    import tensorflow as tf
+
+    converter = converter_for(saved, "tflite-int8", calibration)
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
+                                                         debug_dataset=representative(probe))
+    debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    dump.seek(0)
+    rows = [{"name": row["tensor_name"], "op": row["op_name"], "size": int(float(row["num_elements"])),
+             "error_per_step": float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"]))}
+            for row in csv.DictReader(dump) if float(row["scale"]) > 0]
+    rows.sort(key=lambda row: -row["error_per_step"])
+    return debugger, rows
+
+
+def with_float_ops(debugger, names: list[str]) -> bytes:
+    """Return the int8 model with the ops writing ``names`` left in float (TFLite inserts the
+    dequantize / quantize ops around them)."""
+    import tensorflow as tf
+
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
+    return debugger.get_nondebug_quantized_model()
+
+
+def float_op_ladder(count: int, largest: int) -> list[int]:
+    """How many of the worst ops to try in float: 1, 2, 4, ... up to ``largest`` (of ``count``;
+    at least one op is always left quantized, which the debugger needs)."""
+    top = max(1, min(largest, count - 1))
+    ladder, k = [], 1
+    while k < top:
+        ladder.append(k)
+        k *= 2
+    return [*ladder, top]
+
+
+@dataclass
+class MixedInt8:
+    """What :func:`mix_int8` measured and chose. ``kept``: the debugger's rows left in float,
+    worst first (empty: plain int8 kept); ``tried``: ``{ops in float: agreement}``."""
+
+    samples: int
+    probe_samples: int
+    target: float
+    plain_agreement: float
+    agreement: float
+    candidates: int
+    kept: list[dict] = field(default_factory=list)
+    tried: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def met(self) -> bool:
+        return self.agreement >= self.target
+
+
+def mix_int8(model, path: Path, calibration: np.ndarray, selection: np.ndarray, target: float,
+             probe_samples: int, max_float_fraction: float,
+             status: Callable[[str], None] = lambda s: None) -> MixedInt8:
+    """Given the int8 model at ``path`` and the top-1 agreement with float32 it must reach on
+    the ``selection`` images (calibration images: never the test set), leave its most
+    sensitive ops in float until it does, and rewrite ``path`` with the result.
+
+    Plain int8 is measured first; only when it misses is TFLite's QuantizationDebugger set up
+    (per-channel, calibrated on ``calibration``). Each quantized op is then left alone in float
+    (``denylisted_nodes``) and the model measured on ``probe_samples`` images: ops are ranked by
+    the top-1 disagreements and mean output change with float32 that remain, fewest first (the
+    debugger's own rmse/scale is recorded but not used to rank: it is relative to the op's step,
+    so an op whose range an outlier sets, as in a fine-tuned head, looks harmless). The best
+    1, 2, 4, ... ops (at most ``max_float_fraction`` of them) are then left in float until the
+    agreement on all the images meets ``target``. When no step meets it, the fewest ops with the
+    best agreement measured are kept (plain int8 when none beats it)."""
+    selection = selection.astype(np.float32)
+    reference = np.asarray(model.predict(selection, batch_size=32, verbose=0), np.float32)
+    top1 = reference.argmax(1)
+    probe = min(len(selection), probe_samples)
+
+    def measure(candidate: Path, count: int) -> tuple[int, float]:
+        got = predict(candidate, selection[:count])
+        return (int((got.argmax(1) != top1[:count]).sum()),
+                float(np.abs(got - reference[:count]).mean()))
+
+    plain = 1 - measure(path, len(selection))[0] / len(selection)
+    result = MixedInt8(samples=len(selection), probe_samples=0, target=target,
+                       plain_agreement=plain, agreement=plain, candidates=0)
+    if result.met:
+        return result
+    with tempfile.TemporaryDirectory(prefix="browserml-int8-") as tmp:
+        candidate = Path(tmp) / "candidate.tflite"
+        status("int8: quantization debugger")
+        debugger, rows = debugger_ranking(saved_model(model, Path(tmp)), calibration,
+                                          selection[:probe])
+        result.probe_samples, result.candidates = probe, len(rows)
+        for row in rows:
+            candidate.write_bytes(with_float_ops(debugger, [row["name"]]))
+            row["disagreements"], row["mean_change"] = measure(candidate, probe)
+            status(f"int8: rank {row['op']}")
+        rows.sort(key=lambda row: (row["disagreements"], row["mean_change"]))
+        blobs = {}
+        for count in float_op_ladder(len(rows), max(1, int(len(rows) * max_float_fraction))):
+            blobs[count] = with_float_ops(debugger, [row["name"] for row in rows[:count]])
+            candidate.write_bytes(blobs[count])
+            result.tried[count] = 1 - measure(candidate, len(selection))[0] / len(selection)
+            status(f"int8: {count} ops in float")
+            if result.tried[count] >= target:
+                break
+    best = max(result.tried.values())
+    if best <= plain:
+        return result
+    count = min(k for k, a in result.tried.items() if a == best)
+    path.write_bytes(blobs[count])
+    result.kept, result.agreement = rows[:count], best
+    return result

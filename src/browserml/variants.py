@@ -56,6 +56,47 @@ class RuntimeCheck(BaseModel):
     error: str | None = Field(None, description="Why it failed to load or run, if it did.")
 
 
+class KeptTensor(BaseModel):
+    """A tensor a quantized variant keeps at higher precision, and the measurement that put it
+    there: for TF.js uint8 what quantizing it alone did, for LiteRT int8 what is left when the op
+    that writes it alone stays in float (and the debugger's error per step on it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="TF.js weight name ('block_16_project/kernel') or TFLite tensor name.")
+    dtype: str = Field(description="How it is stored / computed instead: float16 or float32.")
+    size: int = Field(ge=0, description="Elements.")
+    disagreements: int | None = Field(
+        None, ge=0, description="uint8: top-1 answers it flipped when quantized alone; int8: the "
+                                "flips left with it alone in float (probe images).")
+    mean_change: float | None = Field(
+        None, description="Mean |output change| from float32 in the same measurement.")
+    error_per_step: float | None = Field(
+        None, description="int8: RMS error of the op's quantized output over its quantization "
+                          "step (the debugger's rmse/scale), on the probe images.")
+
+
+class Precision(BaseModel):
+    """How a quantized variant's mixed precision was chosen: measured on the convert's selection
+    images (calibration images, else generated inputs), never on the test images its accuracy
+    is reported on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    measured_on: str = Field(description="'calibration images' or 'generated inputs'.")
+    samples: int = Field(ge=0, description="Selection images.")
+    probe_samples: int = Field(ge=0, description="Images each tensor was ranked on (0: no ranking).")
+    ranked_by: str | None = Field(None, description="How the candidates were ranked.")
+    target_agreement: float = Field(description="1 - budget_pp / 100.")
+    plain_agreement: float = Field(description="Everything quantized: agreement with float32.")
+    agreement: float = Field(description="As written: agreement with float32.")
+    tensors: int = Field(ge=0, description="Candidate tensors in the model.")
+    lossy: int = Field(ge=0, description="Of those, the ones quantization changes (ranked).")
+    kept: list[KeptTensor] = Field(default_factory=list, description="Kept out of the quantized "
+                                   "dtype, most sensitive first; empty when plain met the target.")
+    met: bool = Field(description="Whether the written variant met the target on these images.")
+
+
 class Variant(BaseModel):
     """One runnable form of the model (a precision on an engine)."""
 
@@ -71,6 +112,8 @@ class Variant(BaseModel):
     agreement: float | None = Field(None, description="Top-1 agreement with float32 on test data.")
     offered: bool = Field(True, description="False when the accuracy loss exceeds the budget.")
     note: str | None = Field(None, description="Why a variant is not offered, or other caveats.")
+    precision: Precision | None = Field(
+        None, description="uint8 / int8: which tensors were kept at higher precision, and why.")
     check: RuntimeCheck | None = Field(
         None, description="Its load and run in its own runtime; publish refuses an offered "
                           "variant without a passed check.")

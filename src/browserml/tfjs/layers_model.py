@@ -31,14 +31,18 @@ def keras_weights(model) -> list[tuple[str, np.ndarray]]:
     return named
 
 
-def write_layers_model(model, out_dir: Path, weight_dtype: str, shard_bytes: int) -> list[Path]:
-    """Write ``model`` as a TF.js layers model with weights stored as ``weight_dtype``; return the
-    written files, ``model.json`` first."""
+def write_layers_model(model, out_dir: Path, weight_dtype: str, shard_bytes: int,
+                       dtypes: dict[str, str] | None = None) -> list[Path]:
+    """Write ``model`` as a TF.js layers model with weights stored as ``weight_dtype``, except the
+    tensors ``dtypes`` names (``{tfjs weight name: dtype}``, e.g. a uint8 variant's tensors kept
+    in float16: the manifest carries each tensor's own dtype); return the written files,
+    ``model.json`` first."""
+    dtypes = dtypes or {}
     import keras
 
     out_dir.mkdir(parents=True, exist_ok=True)
     topology = keras_to_tfjs_topology(json.loads(model.to_json()))
-    encoded: list[Encoded] = [encode(name, value, weight_dtype)
+    encoded: list[Encoded] = [encode(name, value, dtypes.get(name, weight_dtype))
                               for name, value in keras_weights(model)]
     group = write_shards(out_dir, encoded, shard_bytes)
     document = {
