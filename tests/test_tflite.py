@@ -4,6 +4,8 @@ and the mixed model runs in real LiteRT.js in headless Chromium."""
 
 from __future__ import annotations
 
+import importlib
+
 import keras
 import numpy as np
 
@@ -11,6 +13,8 @@ from browserml.convert import convert
 from browserml.tflite import float_op_ladder
 
 SIZE = 16
+# the module, not the function of the same name that the package exports
+convert_module = importlib.import_module("browserml.convert")
 HEAD_OUTPUT = "StatefulPartitionedCall_1:0"  # the FULLY_CONNECTED head's output in TFLite
 
 
@@ -33,7 +37,20 @@ def outlier_head_model():
     return model
 
 
-def test_int8_leaves_the_losing_op_in_float_and_runs_in_litert_js(tmp_path):
+def test_int8_leaves_the_losing_op_in_float_and_runs_in_litert_js(tmp_path, monkeypatch):
+    seen = {}
+    choose, measure = convert_module.choose_int8, convert_module.int8_precision
+
+    def recording_choose(folder, images, expected):
+        seen["granularity images"] = images
+        return choose(folder, images, expected)
+
+    def recording_measure(model, path, source, *args, **kwargs):
+        seen["source"] = source
+        return measure(model, path, source, *args, **kwargs)
+
+    monkeypatch.setattr(convert_module, "choose_int8", recording_choose)
+    monkeypatch.setattr(convert_module, "int8_precision", recording_measure)
     build = convert(outlier_head_model(), tmp_path / "int8", data="shapes",
                     variants=("float32", "tflite-float32", "tflite-int8"))
     int8 = build.variant("tflite-int8")
@@ -50,6 +67,10 @@ def test_int8_leaves_the_losing_op_in_float_and_runs_in_litert_js(tmp_path):
     assert int8.check.passed and int8.check.runtime.startswith("LiteRT.js")
     assert int8.agreement >= 0.99 and int8.offered
     assert int8.bytes == (tmp_path / "int8" / "tflite-int8" / "model.tflite").stat().st_size
+    # per-tensor vs per-channel was chosen on calibration images, never on the scored test set
+    chosen_on, source = seen["granularity images"], seen["source"]
+    assert np.array_equal(chosen_on, source.calibration[:len(chosen_on)])
+    assert not any(np.array_equal(image, test) for image in chosen_on[:8] for test in source.inputs)
 
 
 def test_float_op_ladder_doubles_up_to_the_cap_and_leaves_one_op_quantized():

@@ -177,7 +177,9 @@ def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
     for name, path in paths.items():
         note, precision = None, None
         if name == "tflite-int8":
-            granularity = choose_int8(path.parent, source.inputs, source.targets)
+            images = source.calibration[:get_settings().mixed_precision_samples]
+            expected = model.predict(images, verbose=0).argmax(1)
+            granularity = choose_int8(path.parent, images, expected)
             precision = int8_precision(model, path, source, budget_pp, status)
             if precision.kept:  # the mixed model is built per-channel (mix_int8)
                 granularity = "per-channel"

@@ -28,7 +28,7 @@ from .errors import FormatError
 TFLITE_VARIANTS = ("tflite-float32", "tflite-float16", "tflite-int8")
 TFLITE_FILE = "model.tflite"
 PER_TENSOR_FILE = "model.per-tensor.tflite"
-# Largest accuracy drop (as a fraction) for which the smaller per-tensor int8 model is preferred.
+# Largest agreement drop (as a fraction) for which the smaller per-tensor int8 model is preferred.
 PER_TENSOR_SLACK = 0.001
 FLATBUFFER_ID = b"TFL3"
 
@@ -100,14 +100,16 @@ def export_tflite(model, out_dir: Path, variants: tuple[str, ...], calibration: 
     return written
 
 
-def choose_int8(folder: Path, images: np.ndarray, labels: np.ndarray) -> str:
-    """Keep the per-tensor int8 model when it measures as accurate as per-channel (within
-    ``PER_TENSOR_SLACK``) on the test data, since it is smaller; else keep per-channel. Leaves
-    one ``model.tflite``; returns the granularity kept."""
+def choose_int8(folder: Path, images: np.ndarray, expected: np.ndarray) -> str:
+    """Keep the per-tensor int8 model when its top-1 agreement with float32 (``expected``: the
+    float model's classes for ``images``) is within ``PER_TENSOR_SLACK`` of per-channel's, since
+    it is smaller; else keep per-channel. ``images`` are calibration images, never the test set
+    whose accuracy is then reported (choosing on it would flatter that figure). Leaves one
+    ``model.tflite``; returns the granularity kept."""
     per_channel, per_tensor = folder / TFLITE_FILE, folder / PER_TENSOR_FILE
-    accuracy_channel = float((predict(per_channel, images).argmax(1) == labels).mean())
-    accuracy_tensor = float((predict(per_tensor, images).argmax(1) == labels).mean())
-    if accuracy_tensor >= accuracy_channel - PER_TENSOR_SLACK:
+    agreement_channel = float((predict(per_channel, images).argmax(1) == expected).mean())
+    agreement_tensor = float((predict(per_tensor, images).argmax(1) == expected).mean())
+    if agreement_tensor >= agreement_channel - PER_TENSOR_SLACK:
         per_tensor.replace(per_channel)
         return "per-tensor"
     per_tensor.unlink()
