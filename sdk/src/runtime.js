@@ -25,7 +25,7 @@ import { decode } from './preprocess.js';
 import {
   DEFAULT_BUDGET_MS, candidateKey, choiceKey, fallbackCandidates, timeRuns,
 } from './selection.js';
-import { isMeasured, startOrder } from './start.js';
+import { earlyEngine, isMeasured, startOrder } from './start.js';
 import { LatencyStats, median, topK } from './stats.js';
 import { Telemetry } from './telemetry.js';
 import { DEFAULT_UPGRADE_BUDGET_MS, upgradePlan } from './upgrade.js';
@@ -153,13 +153,17 @@ export class Runtime {
     this.progress.phase('manifest', { model: o.model });
     // The engine this model ran on last time (any version) starts loading while the manifest is in
     // flight: both are on the critical path of a repeat visit, neither depends on the other. A cold
-    // visit loads nothing before the start policy has chosen (a LiteRT-only model, or one that
-    // starts on LiteRT.js, must not pay for tf.min.js).
-    const hint = o.remember && this.store && this.store.get(this._hintKey());
-    const early = hint && hint.engine ? hint.engine : (o.engines && o.engines.length === 1 ? o.engines[0] : null);
+    // visit only prefetches the likely engine's bytes (start.js earlyEngine): a LiteRT-only model,
+    // or one that starts on LiteRT.js, must not pay for tf.min.js, nor a TF.js-only model for
+    // compiling LiteRT.js.
+    const hint = o.remember && this.store ? this.store.get(this._hintKey()) : null;
+    const early = earlyEngine({ hint, engines: o.engines, litert: o.litert, features: this.features });
     const te = now();
-    const engineReady = early ? this.engines.get(early).then(() => now() - te) : Promise.resolve(null);
+    const engineReady = early && early.mode === 'start' ? this.engines.get(early.engine).then(() => now() - te) : Promise.resolve(null);
     engineReady.catch(() => {});
+    const prefetch = early && early.mode === 'prefetch' ? this.engines.prefetch(early.engine) : null;
+    this.early = early ? { ...early } : null;
+    if (prefetch) prefetch.then((r) => { this.early = { ...this.early, ...r, ms: now() - te }; });
     try {
       const { manifest, source, ms: manifestMs, reason: manifestReason } = await fetchManifest({
         server: this.server, model: o.model, channel: o.channel, clientId: o.clientId, fetch: this.fetch, cache: this.cache,
@@ -188,6 +192,7 @@ export class Runtime {
         ms: now() - t0, manifestMs, manifestSource: source, engineMs, filesMs: files.ms,
         fromCache: files.fromCache, fromNetwork: files.fromNetwork, bytesFetched: files.bytesFetched,
         evicted: files.evicted, selectionMs: this.selection.ms, selection: this.selection.source,
+        early: this.early && { ...this.early, used: this.early.engine === this.current.engine },
         firstMs: this.selection.results.length ? this.selection.results[this.selection.results.length - 1].warmupMs : null,
       };
       this.telemetry.emit('load', { ...this.loadInfo, probes: this.selection.results });

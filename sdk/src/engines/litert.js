@@ -105,6 +105,31 @@ function importCore(vendor) {
 }
 
 /**
+ * Bring LiteRT.js's code and binaries down without starting it: the rewritten module imported,
+ * the glue script and the wasm fetched into the HTTP cache (where the real start then finds them).
+ * Nothing is compiled or instantiated and no thread is spawned, so a prefetch the manifest then
+ * does not need costs only its bytes. Never throws (a failed prefetch leaves the start as it was).
+ * @param {{vendor: string, features: ReturnType<typeof wasmFeatures>, threads?: number, lib?: any}} opts
+ * @returns {Promise<{ok: boolean, bytes: number, error?: string}>}
+ */
+export async function prefetchLitert(opts) {
+  const vendor = new URL(opts.vendor || '/vendor/', globalThis.location ? globalThis.location.href : undefined).href;
+  const wasmDir = new URL(WASM_DIR, vendor).href;
+  const glue = glueFile(opts.features, litertThreads(opts.features, opts.threads) > 1);
+  try {
+    const fetched = [glue, glue.replace(/\.js$/, '.wasm')].map(async (file) => {
+      const response = await fetch(wasmDir + file, { credentials: 'same-origin' });
+      if (!response.ok) throw new Error(`HTTP ${response.status} from ${wasmDir + file}`);
+      return (await response.arrayBuffer()).byteLength;
+    });
+    const [, ...sizes] = await Promise.all([opts.lib ? null : importCore(vendor), ...fetched]);
+    return { ok: true, bytes: sizes.reduce((a, b) => a + b, 0) };
+  } catch (err) {
+    return { ok: false, bytes: 0, error: String(err && err.message ? err.message : err) };
+  }
+}
+
+/**
  * Run `fn` (which calls loadLiteRt) with what a module worker lacks: a working importScripts and
  * emscripten told where its files are. On a page, `fn` runs as it is.
  * @param {string} wasmDir absolute URL ending in "/"
