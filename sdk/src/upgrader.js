@@ -5,14 +5,14 @@
  * timed back to back with the current path while predictions wait, and adopted when faster. A
  * remembered GPU path is promoted the same way once the first answer is out. Every failure is a
  * `fallback` event; the current path keeps serving. Functions of the runtime (`rt`), split from
- * runtime.js so that the runtime file is the lifecycle (load, predict, recover, memory) alone.
+ * runtime.js: the upgrade's scheduling in idle time, the current path's timing, its record.
  * @module upgrader
  */
 
 import { EngineError } from './errors.js';
 import { candidateKey, shareDeadline, shouldSwitch, timeRuns } from './selection.js';
 import { median } from './stats.js';
-import { fitsBudget } from './upgrade.js';
+import { fitsBudget, upgradePlan } from './upgrade.js';
 
 /**
  * Move to the remembered GPU path (measured fastest on an earlier visit) now that the first
@@ -178,7 +178,75 @@ async function timeAndDecide(rt, candidate, artifacts, built, sameEngine, force,
   }
 }
 
-
 function now() {
   return performance.now();
+}
+
+/**
+ * Wait for idle time, then either promote a remembered GPU path or time the current path, ask
+ * the upgrade policy for a plan and run it. Never rejects: a failure ends as state `failed`.
+ * @param {any} rt the runtime @returns {Promise<object>} the final `upgrade` record
+ */
+export function scheduleUpgrade(rt) {
+  rt.upgrade = { state: 'pending', reason: 'waiting for idle time', results: [] };
+  return whenIdle().then(async () => {
+    if (rt.disposed) return rt.upgrade;
+    await rt._gpuFacts();
+    if (rt._promote) return promoteRemembered(rt);
+    const o = rt.options;
+    const currentMs = await timeCurrent(rt);
+    const plan = upgradePlan({
+      candidates: rt.candidates, current: rt.current, failed: rt._failedKeys(), mode: o.litert || 'auto',
+      features: rt.features, currentMs, minMs: o.litertMinMs, loaded: rt._loadedRuntimes(),
+      compileMs: rt.compileMs,
+    });
+    rt.upgrade = { state: plan.go ? 'pending' : 'skipped', reason: plan.reason, skipped: plan.skipped, results: [] };
+    return plan.go ? runUpgrade(rt, plan) : upgradeEnd(rt, 'skipped', [], now(), plan.reason);
+  }).catch((err) => {
+    rt.upgrade = { ...rt.upgrade, state: 'failed', error: String(err && err.message ? err.message : err) };
+  }).then(() => rt.upgrade);
+}
+
+/**
+ * The current path's model time a prediction (zeros input, no decoding), a few runs while
+ * predictions wait: what the upgrade's download gate compares with.
+ * @param {any} rt the runtime @returns {Promise<number>}
+ */
+export async function timeCurrent(rt) {
+  const spec = rt.manifest.input;
+  const times = await rt._exclusive(() => timeRuns(() => rt.engine.warmup(rt.model, spec), { deadline: now() + 200, minRuns: 2, maxRuns: 5 }));
+  const ms = median(times);
+  rt._measuredMs = { key: candidateKey(rt.current), ms };
+  return ms;
+}
+
+/**
+ * Record the upgrade's outcome on the runtime and remember the choice (with TF.js's verdict on
+ * LiteRT.js when it stays on TF.js).
+ * @param {any} rt the runtime @param {string} state @param {object[]} results @param {number} t0 @param {string} [reason]
+ */
+export function upgradeEnd(rt, state, results, t0, reason) {
+  const reasons = {
+    switched: `${rt.current.engine}/${rt.current.backend} measured fastest`,
+    kept: `${rt.current.engine}/${rt.current.backend} measured fastest`,
+    failed: 'every candidate measured failed (see fallbacks)',
+  };
+  rt.upgrade = {
+    state, reason: reason || reasons[state], ms: now() - t0, results, skipped: rt.upgrade.skipped || [],
+    threads: rt.engine ? rt.engine.threadsUsed() : null,
+  };
+  rt.selection = { ...rt.selection, upgrade: results };
+  if (!rt.disposed) {
+    const verdict = state === 'kept' ? { litert: 'slower' } : state === 'failed' ? { litert: 'failed' } : {};
+    rt._remember({ measured: true, ...(rt.current.engine === 'tfjs' ? verdict : {}) });
+  }
+  return rt.upgrade;
+}
+
+/** Resolve when the thread is idle (requestIdleCallback; a timer in workers and old browsers). */
+function whenIdle() {
+  return new Promise((resolve) => {
+    if (typeof globalThis.requestIdleCallback === 'function') globalThis.requestIdleCallback(() => resolve(), { timeout: 2000 });
+    else setTimeout(resolve, 50);
+  });
 }
