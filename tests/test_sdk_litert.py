@@ -221,3 +221,34 @@ def test_int8_agrees_with_float32_on_test_digits(sdk_server, digits_run):
     correct = sum(a[2] == str(label) for a, label in zip(f32, test["labels"][:500], strict=True))
     assert correct >= 450, f"float32 on LiteRT.js: {correct}/500"
 
+
+
+def test_cold_visit_prefetches_litert_without_starting_it(sdk_server, digit_pngs):
+    """Cold visits (nothing remembered) on an isolated page fetch LiteRT.js's code and wasm beside
+    the manifest request (issue 18). Where the start policy then picks TF.js (the tiny digits
+    model) LiteRT.js is fetched but never started: TF.js answers, the upgrade does not measure
+    LiteRT.js, `load.early` says the prefetch was not used. Held to the TFLite variant, the same
+    cold visit answers on LiteRT.js and says the prefetch was used."""
+    sample = digit_pngs[::20]
+    pngs = [b64(png) for _, png in sample]
+    with launch_browser() as context:
+        page = open_blank(context, sdk_server.url)
+        seen: list[str] = []
+        page.on("request", lambda r: seen.append(r.url))
+        tfjs = page.evaluate(CLASSIFY_UPGRADED, [pngs, {"remember": False}])
+        wasm = [u for u in seen if u.endswith(".wasm") and "/@litertjs/" in u]
+        litert = page.evaluate(CLASSIFY_UPGRADED, [pngs, {"remember": False, "variants": ["tflite-int8"]}])
+    assert tfjs["isolated"]
+    early = tfjs["stats"]["load"]["early"]
+    assert early["engine"] == "litert" and early["mode"] == "prefetch"
+    assert early["ok"] and early["bytes"] > 1_000_000 and early["used"] is False, early
+    assert wasm, "the LiteRT.js wasm was requested"
+    assert {a["engine"] for a in tfjs["answers"]} == {"tfjs"}
+    assert tfjs["upgrade"]["state"] == "skipped", tfjs["upgrade"]
+    assert count_correct(sample, tfjs["answers"]) >= 4
+
+    early = litert["stats"]["load"]["early"]
+    assert early["mode"] == "prefetch" and early["ok"] and early["used"] is True, early
+    assert {(a["engine"], a["variant"]) for a in litert["answers"]} == {("litert", "tflite-int8")}
+    assert count_correct(sample, litert["answers"]) >= 4
+    assert not litert["stats"]["fallbacks"]

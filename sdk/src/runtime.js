@@ -145,13 +145,16 @@ export class Runtime {
     // or one that starts on LiteRT.js, must not pay for tf.min.js, nor a TF.js-only model for
     // compiling LiteRT.js.
     const hint = o.remember && this.store ? this.store.get(this._hintKey()) : null;
-    const early = earlyEngine({ hint, engines: o.engines, litert: o.litert, features: this.features });
+    const early = earlyEngine({
+      hint, engines: o.engines, litert: o.litert, backends: o.backends, variants: o.variants, features: this.features,
+    });
     const te = now();
     const engineReady = early && early.mode === 'start' ? this.engines.get(early.engine).then(() => now() - te) : Promise.resolve(null);
     engineReady.catch(() => {});
     const prefetch = early && early.mode === 'prefetch' ? this.engines.prefetch(early.engine) : null;
+    /** What was brought down beside the manifest: {engine, mode, used, ok?, bytes?, ms?} (filled in as it lands). */
     this.early = early ? { ...early } : null;
-    if (prefetch) prefetch.then((r) => { this.early = { ...this.early, ...r, ms: now() - te }; });
+    if (prefetch) prefetch.then((r) => Object.assign(this.early, r, { ms: now() - te }));
     try {
       const { manifest, source, ms: manifestMs, reason: manifestReason } = await fetchManifest({
         server: this.server, model: o.model, channel: o.channel, clientId: o.clientId, fetch: this.fetch, cache: this.cache,
@@ -180,7 +183,7 @@ export class Runtime {
         ms: now() - t0, manifestMs, manifestSource: source, engineMs, filesMs: files.ms,
         fromCache: files.fromCache, fromNetwork: files.fromNetwork, bytesFetched: files.bytesFetched,
         evicted: files.evicted, selectionMs: this.selection.ms, selection: this.selection.source,
-        early: this.early && { ...this.early, used: this.early.engine === this.current.engine },
+        early: this.early && Object.assign(this.early, { used: this.early.engine === this.current.engine }),
         firstMs: this.selection.results.length ? this.selection.results[this.selection.results.length - 1].warmupMs : null,
       };
       this.telemetry.emit('load', { ...this.loadInfo, probes: this.selection.results });

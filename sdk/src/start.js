@@ -60,15 +60,23 @@ export function isMeasured(remembered) {
  *   over ~1.3 MB that has a TFLite variant (BrowserML's converter writes both engines by default):
  *   its code and binaries are fetched, not compiled, and used if the start policy then picks it;
  * - null: nothing early (no threads: TF.js and LiteRT.js are too close to guess without the
- *   manifest; LiteRT.js turned off or not allowed).
+ *   manifest; LiteRT.js turned off or not allowed, nor any of its backends or `tflite-` variants).
  * @param {{hint?: {engine?: string} | null, engines?: string[], litert?: string,
+ *   backends?: string[], variants?: string[],
  *   features: {wasm: boolean, threads: boolean, relaxedSimd: boolean}}} opts
+ *   backends / variants: the options' allow-lists (LiteRT.js variants are named `tflite-*`)
  * @returns {{engine: string, mode: 'start' | 'prefetch'} | null}
  */
-export function earlyEngine({ hint, engines, litert, features }) {
+export function earlyEngine({
+  hint, engines, litert, backends, variants, features,
+}) {
   const allowed = (e) => (!engines || engines.includes(e)) && !(e === 'litert' && litert === 'off');
   if (hint && hint.engine && allowed(hint.engine)) return { engine: hint.engine, mode: 'start' };
   if (engines && engines.length === 1) return { engine: engines[0], mode: 'start' };
-  if (allowed('litert') && features.wasm && features.threads && features.relaxedSimd) return { engine: 'litert', mode: 'prefetch' };
+  const litertBackend = !backends || !backends.length || backends.some((b) => b === 'wasm' || b === 'webgpu');
+  const litertVariant = !variants || !variants.length || variants.some((v) => v.startsWith('tflite-'));
+  if (allowed('litert') && litertBackend && litertVariant && features.wasm && features.threads && features.relaxedSimd) {
+    return { engine: 'litert', mode: 'prefetch' };
+  }
   return null;
 }

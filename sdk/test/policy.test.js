@@ -117,6 +117,9 @@ test('early engine: remembered or only engine started, a cold threaded visit pre
   assert.equal(earlyEngine({ hint: null, features: { ...CAPABLE, relaxedSimd: false } }), null);
   assert.equal(earlyEngine({ hint: null, litert: 'off', features: CAPABLE }), null);
   assert.equal(earlyEngine({ hint: null, engines: ['tfjs', 'cpu'], features: CAPABLE }), null);
+  assert.equal(earlyEngine({ hint: null, variants: ['uint8', 'float32'], features: CAPABLE }), null, 'TF.js variants only');
+  assert.deepEqual(earlyEngine({ hint: null, variants: ['uint8', 'tflite-int8'], features: CAPABLE }), { engine: 'litert', mode: 'prefetch' });
+  assert.equal(earlyEngine({ hint: null, backends: ['webgl', 'cpu'], features: CAPABLE }), null, 'no LiteRT.js backend allowed');
   // a remembered engine the options now exclude is not loaded
   assert.equal(earlyEngine({ hint: { engine: 'litert' }, litert: 'off', features: NO_THREADS }), null);
   assert.deepEqual(earlyEngine({ hint: { engine: 'litert' }, engines: ['tfjs'], features: CAPABLE }), { engine: 'tfjs', mode: 'start' });
