@@ -10,9 +10,16 @@
  */
 
 import { EngineError } from './errors.js';
-import { candidateKey, shareDeadline, shouldSwitch, timeRuns } from './selection.js';
+import { candidateKey, shareDeadline, shouldSwitch, timePairs, timeRuns } from './selection.js';
 import { median } from './stats.js';
 import { fitsBudget, upgradePlan } from './upgrade.js';
+
+/**
+ * Paired timing of a race (timePairs): at least this many runs a side within the selection
+ * budget, at most PAIRED_MAX_RUNS (a 5 ms path: 9 pairs in ~90 ms).
+ */
+export const PAIRED_MIN_RUNS = 3;
+export const PAIRED_MAX_RUNS = 9;
 
 /**
  * Move to the remembered GPU path (measured fastest on an earlier visit) now that the first
@@ -155,11 +162,22 @@ async function timeAndDecide(rt, candidate, artifacts, built, sameEngine, force,
   }
   {
       const start = now();
-      const times = await timeRuns(() => built.engine.warmup(built.model, spec), { deadline: shareDeadline(start, budget, 2, now()), minRuns: 1, maxRuns: 5 });
-      if (built.engine.health()) throw new EngineError(built.engine.health(), 'backend-lost');
       const current = { ...rt.current };
-      if (sameEngine) await rt.engine.useBackend(current.backend);
-      const base = await timeRuns(() => rt.engine.warmup(rt.model, spec), { deadline: shareDeadline(start, budget, 1, now()), minRuns: 1, maxRuns: 5 });
+      let times;
+      let base;
+      if (!sameEngine || built.engine.backendPerModel) {
+        // Each model runs on its own backend (another engine, or LiteRT.js whose models carry
+        // their accelerator): time the two in alternation, so drift falls on both alike.
+        ({ a: times, b: base } = await timePairs(() => built.engine.warmup(built.model, spec), () => rt.engine.warmup(rt.model, spec),
+          { deadline: start + budget, minRuns: PAIRED_MIN_RUNS, maxRuns: PAIRED_MAX_RUNS }));
+        if (built.engine.health()) throw new EngineError(built.engine.health(), 'backend-lost');
+      } else {
+        // One engine-wide backend (TF.js): each side's runs together, one backend switch.
+        times = await timeRuns(() => built.engine.warmup(built.model, spec), { deadline: shareDeadline(start, budget, 2, now()), minRuns: 1, maxRuns: 5 });
+        if (built.engine.health()) throw new EngineError(built.engine.health(), 'backend-lost');
+        await rt.engine.useBackend(current.backend);
+        base = await timeRuns(() => rt.engine.warmup(rt.model, spec), { deadline: shareDeadline(start, budget, 1, now()), minRuns: 1, maxRuns: 5 });
+      }
       const ms = median(times);
       const result = {
         candidate, ok: true, ms, runs: times.length, warmupMs: built.warmupMs, loadMs: built.loadMs,

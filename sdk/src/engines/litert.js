@@ -264,6 +264,14 @@ export class LitertEngine {
     return this.active;
   }
 
+  /**
+   * A compiled model keeps the accelerator it was compiled for: models on wasm and on WebGPU run
+   * side by side with no backend switch (what the upgrade's paired timing relies on).
+   */
+  get backendPerModel() {
+    return true;
+  }
+
   /** @returns {number} */
   threadsUsed() {
     return this.active === 'webgpu' ? 1 : this.threads;
