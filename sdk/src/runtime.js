@@ -141,7 +141,7 @@ export class Runtime {
     this.progress.phase('manifest', { model: o.model });
     // The engine this model ran on last time (any version) starts loading while the manifest is in
     // flight: both are on the critical path of a repeat visit, neither depends on the other. A cold
-    // visit only prefetches the likely engine's bytes (start.js earlyEngine): a LiteRT-only model,
+    // visit only prefetches the likely engine's module code (start.js earlyEngine): a LiteRT-only model,
     // or one that starts on LiteRT.js, must not pay for tf.min.js, nor a TF.js-only model for
     // compiling LiteRT.js.
     const hint = o.remember && this.store ? this.store.get(this._hintKey()) : null;

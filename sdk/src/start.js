@@ -13,8 +13,8 @@
  * Before the manifest has answered, earlyEngine says which engine's runtime to bring down beside
  * the manifest request, so that the runtime is not serialised behind it: the remembered engine (or
  * the only one allowed) is started outright; on a cold visit the engine the cost model makes the
- * likely start for a typical model is only prefetched (bytes, no compile, no threads), since the
- * manifest may not offer it.
+ * likely start for a typical model only has its module code prefetched (no wasm, no compile, no
+ * threads), since the manifest may not offer it.
  * Pure logic: node --test covers it.
  * @module start
  */
@@ -58,7 +58,7 @@ export function isMeasured(remembered) {
  * - `prefetch`: a cold visit on a crossOriginIsolated page with relaxed SIMD, where LiteRT.js runs
  *   threaded and the cost model (candidates.startCost) makes it the cheapest start for any model
  *   over ~1.3 MB that has a TFLite variant (BrowserML's converter writes both engines by default):
- *   its code and binaries are fetched, not compiled, and used if the start policy then picks it;
+ *   its module code is fetched (not its wasm), and used if the start policy then picks it;
  * - null: nothing early (no threads: TF.js and LiteRT.js are too close to guess without the
  *   manifest; LiteRT.js turned off or not allowed, nor any of its backends or `tflite-` variants).
  * @param {{hint?: {engine?: string} | null, engines?: string[], litert?: string,

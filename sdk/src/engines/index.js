@@ -31,13 +31,13 @@ export class Engines {
       ...(opts.factories || {}),
     };
     /**
-     * Engines whose code and binaries can come down before the runtime decides to start them
+     * Engines whose code can come down before the runtime decides to start them
      * (engines/litert.js prefetchLitert); an engine given by a factory (tests) has none.
      */
     this.prefetchers = opts.factories && opts.factories.litert ? {} : {
       litert: async () => {
         const { prefetchLitert } = await import('./litert.js');
-        return prefetchLitert({ vendor, threads, features, lib: runtimes.litert });
+        return prefetchLitert({ vendor, lib: runtimes.litert });
       },
     };
     /** @type {Map<string, Promise<{ok: boolean, bytes: number, error?: string}>>} */
@@ -59,7 +59,7 @@ export class Engines {
   }
 
   /**
-   * Fetch an engine's code and binaries without starting it, once (null when it has no prefetch).
+   * Fetch an engine's code without starting it, once (null when it has no prefetch).
    * Never rejects: a failed prefetch only means the start downloads them itself.
    * @param {string} name
    * @returns {Promise<{ok: boolean, bytes: number, error?: string}> | null}
