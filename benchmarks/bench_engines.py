@@ -13,7 +13,9 @@ For each build (default: ``build/digits`` and, when present, ``build/cnn224``):
    (webgl here), and the wasm backend as it starts (1 thread on 2 cores) — the issue's baseline;
 4. cold time to first prediction (fresh profile, navigation start -> first answer) for the SDK
    (auto) and for single-engine pages (the SDK held to TF.js wasm, or to LiteRT.js wasm: only that
-   runtime loads), A B C .. C B A, plus the repeat visit after the upgrade.
+   runtime loads), A B C .. C B A, plus the repeat visit after the upgrade; with
+   ``--compare-sdk DIR`` also another SDK tree (e.g. an older commit's ``sdk/src``) served by a
+   second server on the same registry, its visits interleaved with the others.
 
 Every candidate runs in its own page, in A B .. B A order over the rounds, for at least
 ``--min-ms`` and ``--predictions`` calls; its figure is the median of the rounds' medians.
@@ -115,9 +117,11 @@ async ([model, options]) => {
   const img = new ImageData(new Uint8ClampedArray(width * height * 4).fill(128), width, height);
   const a = await clf.classify(img);
   const ttfp = performance.now();
+  const load = clf.stats().load;
   const up = await clf.upgraded();
   return { ttfp, engine: a.engine, backend: a.backend, variant: a.variant, upgrade: up.state,
-           after: clf.stats().engine + '/' + clf.stats().variant };
+           after: clf.stats().engine + '/' + clf.stats().variant,
+           load: { ms: load.ms, manifestMs: load.manifestMs, early: load.early || null } };
 }
 """
 
@@ -153,6 +157,11 @@ def candidates(build: Path, with_cpu: bool) -> list[tuple[str, dict]]:
             out.append((f"litert/wasm/{v}", {"backends": ["wasm"], "variants": [tfjs_variant, v],
                                              "litert": "force"}))
     return out
+
+
+def serve_sdk(sdk_dir: Path, data_dir: Path) -> BackgroundServer:
+    """A second server on the same registry that serves another SDK tree at /sdk/."""
+    return start_in_thread(Settings(data_dir=data_dir, sdk_dir=sdk_dir))
 
 
 def cold_ttfp(url: str, model: str, options: dict) -> dict:
@@ -196,13 +205,19 @@ SINGLE_ENGINE = [("tfjs wasm alone", {"engines": ["tfjs"], "backends": ["wasm"],
                  ("litert wasm alone", {"engines": ["litert"], "backends": ["wasm"]})]
 
 
-def cold_visits(url: str, name: str, rounds: int) -> dict[str, list[dict]]:
-    """Cold and repeat visits for the SDK as it ships and for each single-engine page,
-    alternating (A B C .. C B A) so machine drift does not favour any."""
-    pair = [("sdk auto", {}), *SINGLE_ENGINE]
-    visits: dict[str, list[dict]] = {label: [] for label, _ in pair}
-    for _round, (label, options) in abba(pair, rounds):
-        visits[label].append(cold_ttfp(url, name, options))
+COMPARED = "sdk auto (compared)"
+
+
+def cold_visits(url: str, name: str, rounds: int, compare_url: str | None = None) -> dict[str, list[dict]]:
+    """Cold and repeat visits for the SDK as it ships, for each single-engine page and (with
+    ``compare_url``) for the other SDK, alternating (A B C .. C B A) so machine drift does not
+    favour any."""
+    pair = [("sdk auto", {}, url), *((label, o, url) for label, o in SINGLE_ENGINE)]
+    if compare_url:
+        pair.insert(1, (COMPARED, {}, compare_url))
+    visits: dict[str, list[dict]] = {label: [] for label, _, _ in pair}
+    for _round, (label, options, at) in abba(pair, rounds):
+        visits[label].append(cold_ttfp(at, name, options))
     return visits
 
 
@@ -236,22 +251,28 @@ def ttfp_summary(visits: dict[str, list[dict]]) -> dict:
     out = {label: {"cold_ms": med(v["cold"]["ttfp"] for v in runs),
                     "repeat_ms": med(v["repeat"]["ttfp"] for v in runs),
                     "cold_runs_ms": [round(v["cold"]["ttfp"]) for v in runs],
+                    "cold_loads": [v["cold"].get("load") for v in runs],
                     "cold_engine": runs[-1]["cold"]["engine"], "after_upgrade": runs[-1]["cold"]["after"],
                     "repeat_engine": runs[-1]["repeat"]["engine"]} for label, runs in visits.items()}
     singles = [out[label]["cold_ms"] for label, _ in SINGLE_ENGINE if label in out]
-    if "sdk auto" in out and singles:
-        out["sdk auto"]["over_fastest_single_engine"] = out["sdk auto"]["cold_ms"] / min(singles)
+    for label in ("sdk auto", COMPARED):
+        if label in out and singles:
+            out[label]["over_fastest_single_engine"] = out[label]["cold_ms"] / min(singles)
     return out
 
 
 def bench_build(build: Path, rounds: int, n: int, min_ms: int, budget_ms: int,
-                parts: tuple[str, ...] = ("timing", "ttfp")) -> dict:
+                parts: tuple[str, ...] = ("timing", "ttfp"), compare_sdk: Path | None = None) -> dict:
     name = read_build(build).name
     report: dict = {"model": name}
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp, serve(build, name, Path(tmp)) as server:
         if "timing" in parts:
             report |= timing_summary(timed_candidates(server.url, build, name, rounds, n, min_ms, budget_ms))
-        if "ttfp" in parts:
+        if "ttfp" in parts and compare_sdk:
+            with serve_sdk(compare_sdk, Path(tmp)) as other:
+                report["ttfp"] = ttfp_summary(cold_visits(server.url, name, rounds, other.url))
+            report["compared_sdk"] = str(compare_sdk)
+        elif "ttfp" in parts:
             report["ttfp"] = ttfp_summary(cold_visits(server.url, name, rounds))
     return report
 
@@ -292,13 +313,18 @@ def main() -> None:
     parser.add_argument("--budget-ms", type=int, default=4000, help="stop timing a candidate after this")
     parser.add_argument("--parts", default="timing,ttfp",
                         help="what to measure: timing (every candidate), ttfp (cold visits), or both")
+    parser.add_argument("--compare-sdk", type=Path, metavar="DIR",
+                        help="ttfp: also cold-visit this SDK tree (an sdk/src folder, e.g. from "
+                             "'git archive' of an older commit), interleaved, as 'sdk auto (compared)'")
     parser.add_argument("--json", type=Path, help="also write the full report here")
     args = parser.parse_args()
     parts = tuple(p.strip() for p in args.parts.split(","))
     if not set(parts) <= {"timing", "ttfp"}:
         parser.error(f"--parts takes timing and/or ttfp, not {args.parts!r}")
-    reports = [bench_build(b, args.rounds, args.predictions, args.min_ms, args.budget_ms, parts)
-               for b in args.builds]
+    if args.compare_sdk and not (args.compare_sdk / "browserml.js").is_file():
+        parser.error(f"--compare-sdk {args.compare_sdk}: no browserml.js there; give an SDK's src folder")
+    reports = [bench_build(b, args.rounds, args.predictions, args.min_ms, args.budget_ms, parts,
+                           args.compare_sdk) for b in args.builds]
     if args.json:
         args.json.write_text(json.dumps(reports, indent=1))
     for report in reports:

@@ -221,3 +221,35 @@ def test_int8_agrees_with_float32_on_test_digits(sdk_server, digits_run):
     correct = sum(a[2] == str(label) for a, label in zip(f32, test["labels"][:500], strict=True))
     assert correct >= 450, f"float32 on LiteRT.js: {correct}/500"
 
+
+
+def test_cold_visit_prefetches_litert_without_starting_it(sdk_server, digit_pngs):
+    """Cold visits (nothing remembered) on an isolated page fetch LiteRT.js's module code beside
+    the manifest request (issue 18), not its wasm. Where the start policy then picks TF.js (the
+    tiny digits model) LiteRT.js is never started: no wasm request, TF.js answers, the upgrade
+    does not measure LiteRT.js, `load.early` says the prefetch was not used. Held to the TFLite
+    variant, the same cold visit answers on LiteRT.js and says the prefetch was used."""
+    sample = digit_pngs[::20]
+    pngs = [b64(png) for _, png in sample]
+    with launch_browser() as context:
+        page = open_blank(context, sdk_server.url)
+        seen: list[str] = []
+        page.on("request", lambda r: seen.append(r.url))
+        tfjs = page.evaluate(CLASSIFY_UPGRADED, [pngs, {"remember": False}])
+        wasm = [u for u in seen if u.endswith(".wasm") and "/@litertjs/" in u]
+        litert = page.evaluate(CLASSIFY_UPGRADED, [pngs, {"remember": False, "variants": ["tflite-int8"]}])
+    assert tfjs["isolated"]
+    early = tfjs["stats"]["load"]["early"]
+    assert early["engine"] == "litert" and early["mode"] == "prefetch"
+    assert early["ok"] and early["bytes"] > 10_000 and early["used"] is False, early
+    assert any(u.endswith("/@litertjs/core/dist/index.js") for u in seen), "LiteRT.js's module was fetched"
+    assert not wasm, f"LiteRT.js's wasm is not fetched when TF.js starts: {wasm}"
+    assert {a["engine"] for a in tfjs["answers"]} == {"tfjs"}
+    assert tfjs["upgrade"]["state"] == "skipped", tfjs["upgrade"]
+    assert count_correct(sample, tfjs["answers"]) >= 4
+
+    early = litert["stats"]["load"]["early"]
+    assert early["mode"] == "prefetch" and early["ok"] and early["used"] is True, early
+    assert {(a["engine"], a["variant"]) for a in litert["answers"]} == {("litert", "tflite-int8")}
+    assert count_correct(sample, litert["answers"]) >= 4
+    assert not litert["stats"]["fallbacks"]

@@ -62,6 +62,9 @@ def stage_models(out: Path, models: list[tuple[str, Path, list[str]]]) -> None:
                 target = out / "v1" / "models" / name
                 target.mkdir(parents=True, exist_ok=True)
                 (target / "manifest").write_text(json.dumps(manifest))
+                # the SDK's loader reads /v1/models/<name>/channels/<channel>.json (static-host layout)
+                (target / "channels").mkdir(exist_ok=True)
+                (target / "channels" / "stable.json").write_text(json.dumps(manifest))
                 for variant in manifest["variants"]:
                     for f in variant["files"]:
                         blob = out / f["url"].lstrip("/")

@@ -9,28 +9,39 @@
  * - start.js: which one answers first (remembered, else cheapest to start; no software GPU);
  * - upgrade.js: which others to measure in idle time after the first answer, and when to switch;
  * - engines/: TF.js and LiteRT.js behind one interface, each loaded only when tried.
+ * and carries them out in modules of one concern each, functions of the runtime:
+ * - starter.js: the start loop (files, build, warm-up until one candidate answers);
+ * - upgrader.js: the upgrade in idle time;
+ * - lifecycle.js: build, adopt, release what no longer serves, rebuild, dispose;
+ * - recovery.js: predictions that move off a failing candidate, and their fallback reports;
+ * - gate.js: exclusive work (recovery, rebuild, timing) serialised with predictions.
+ * This file holds the classifier's state, its load and its public methods.
  * @module runtime
  */
 
 import { BlobCache } from './cache.js';
-import { GPU_BACKENDS, engineBackends, listCandidates } from './candidates.js';
+import { engineBackends, listCandidates } from './candidates.js';
 import { deviceClass, deviceKey, wasmFeatures } from './device.js';
-import { EngineError, InputError, LoadError, toPlain } from './errors.js';
+import { EngineError, LoadError, toPlain } from './errors.js';
 import { Engines } from './engines/index.js';
 import { gpuFactsOnce } from './gpu.js';
-import { buildArtifacts, fetchManifest, loadVariantFiles } from './loader.js';
+import { fetchManifest } from './loader.js';
 import { MemoryGuard } from './memory.js';
 import { LoadProgress } from './progress.js';
 import { decode } from './preprocess.js';
-import {
-  DEFAULT_BUDGET_MS, candidateKey, choiceKey, fallbackCandidates, timeRuns,
-} from './selection.js';
-import { isMeasured, startOrder } from './start.js';
+import { DEFAULT_BUDGET_MS, candidateKey, choiceKey, timeRuns } from './selection.js';
+import { earlyEngine } from './start.js';
 import { LatencyStats, median, topK } from './stats.js';
 import { Telemetry } from './telemetry.js';
-import { DEFAULT_UPGRADE_BUDGET_MS, upgradePlan } from './upgrade.js';
-import { promoteRemembered, runUpgrade } from './upgrader.js';
+import { DEFAULT_UPGRADE_BUDGET_MS } from './upgrade.js';
+import { scheduleUpgrade, upgradeEnd } from './upgrader.js';
 import { batchChunks, bestBatch, defaultBatch } from './batching.js';
+import { Gate } from './gate.js';
+import * as lifecycle from './lifecycle.js';
+import * as recovery from './recovery.js';
+import * as starter from './starter.js';
+
+export { checkOutputs } from './recovery.js';
 
 /**
  * @typedef {object} LoadOptions
@@ -61,27 +72,6 @@ import { batchChunks, bestBatch, defaultBatch } from './batching.js';
  *   current path needs at least this many ms a prediction (default 10)
  * @property {number} [predictSampleRate] fraction of predict events sent to telemetry (default 1)
  */
-
-/**
- * Null when every output is a usable probability vector, else the reason.
- * @param {Float32Array[]} rows
- * @returns {string | null}
- */
-export function checkOutputs(rows) {
-  for (const row of rows) {
-    let allZero = true;
-    for (let i = 0; i < row.length; i += 1) {
-      const v = row[i];
-      if (!Number.isFinite(v)) return 'NaN or infinite outputs';
-      if (v !== 0) allZero = false;
-    }
-    if (allZero) return 'all-zero outputs (lost GPU context?)';
-  }
-  return null;
-}
-
-/** Errors that condemn a variant's files (for every backend of its engine), not one candidate. */
-const FILE_ERRORS = new Set(['integrity', 'network', 'http', 'not-found', 'manifest']);
 
 export class Runtime {
   /**
@@ -139,10 +129,8 @@ export class Runtime {
     /** best batch size per "engine/backend/variant" key, and the measured per-image figures */
     this.batching = {};
     this.disposed = false;
-    /** serialises recoveries and rebuilds with predictions */
-    this._busy = null;
-    /** predictions in flight (an exclusive section waits for them) */
-    this._running = new Set();
+    /** serialises recoveries, rebuilds and the upgrade's timing with predictions */
+    this.gate = new Gate();
   }
 
   /** Load manifest and model, start on the first candidate that works, warm it up. */
@@ -153,13 +141,20 @@ export class Runtime {
     this.progress.phase('manifest', { model: o.model });
     // The engine this model ran on last time (any version) starts loading while the manifest is in
     // flight: both are on the critical path of a repeat visit, neither depends on the other. A cold
-    // visit loads nothing before the start policy has chosen (a LiteRT-only model, or one that
-    // starts on LiteRT.js, must not pay for tf.min.js).
-    const hint = o.remember && this.store && this.store.get(this._hintKey());
-    const early = hint && hint.engine ? hint.engine : (o.engines && o.engines.length === 1 ? o.engines[0] : null);
+    // visit only prefetches the likely engine's module code (start.js earlyEngine): a LiteRT-only model,
+    // or one that starts on LiteRT.js, must not pay for tf.min.js, nor a TF.js-only model for
+    // compiling LiteRT.js.
+    const hint = o.remember && this.store ? this.store.get(this._hintKey()) : null;
+    const early = earlyEngine({
+      hint, engines: o.engines, litert: o.litert, backends: o.backends, variants: o.variants, features: this.features,
+    });
     const te = now();
-    const engineReady = early ? this.engines.get(early).then(() => now() - te) : Promise.resolve(null);
+    const engineReady = early && early.mode === 'start' ? this.engines.get(early.engine).then(() => now() - te) : Promise.resolve(null);
     engineReady.catch(() => {});
+    const prefetch = early && early.mode === 'prefetch' ? this.engines.prefetch(early.engine) : null;
+    /** What was brought down beside the manifest: {engine, mode, used, ok?, bytes?, ms?} (filled in as it lands). */
+    this.early = early ? { ...early } : null;
+    if (prefetch) prefetch.then((r) => Object.assign(this.early, r, { ms: now() - te }));
     try {
       const { manifest, source, ms: manifestMs, reason: manifestReason } = await fetchManifest({
         server: this.server, model: o.model, channel: o.channel, clientId: o.clientId, fetch: this.fetch, cache: this.cache,
@@ -188,6 +183,7 @@ export class Runtime {
         ms: now() - t0, manifestMs, manifestSource: source, engineMs, filesMs: files.ms,
         fromCache: files.fromCache, fromNetwork: files.fromNetwork, bytesFetched: files.bytesFetched,
         evicted: files.evicted, selectionMs: this.selection.ms, selection: this.selection.source,
+        early: this.early && Object.assign(this.early, { used: this.early.engine === this.current.engine }),
         firstMs: this.selection.results.length ? this.selection.results[this.selection.results.length - 1].warmupMs : null,
       };
       this.telemetry.emit('load', { ...this.loadInfo, probes: this.selection.results });
@@ -242,90 +238,18 @@ export class Runtime {
     };
   }
 
-  /**
-   * The start policy's order, tried until one candidate answers its warm-up. A remembered choice
-   * that finished measuring skips the upgrade; one from an unfinished visit still gets it.
-   * @returns {Promise<object>} the file report
-   */
-  async _start(remembered, waitEarlyEngine) {
-    const t0 = now();
-    let files = { fromCache: 0, fromNetwork: 0, bytesFetched: 0, ms: 0, evicted: [] };
-    const results = [];
-    // A remembered GPU path answers its first prediction only after compiling its shaders
-    // (0.3-1 s on an H200, seconds on WebGL): answer first on the same engine's CPU path (same
-    // runtime, nothing more to download) and move to the GPU path in idle time.
-    let first = remembered;
-    this._promote = null;
-    if (remembered && isMeasured(remembered) && GPU_BACKENDS.includes(remembered.backend)) {
-      const cpu = this.candidates.filter((c) => c.engine === remembered.engine && !c.gpu);
-      const pick = cpu.find((c) => c.variant === remembered.variant) || cpu[0];
-      if (pick) {
-        first = pick;
-        this._promote = { engine: remembered.engine, backend: remembered.backend, variant: remembered.variant };
-      }
-    }
-    const order = startOrder(this.candidates, {
-      remembered: first, loaded: this._loadedRuntimes(), compileMs: this.compileMs,
-    });
-    const artifactsMemo = new Map();
-    while (order.length) {
-      const c = order.shift();
-      if (this.failed.has(candidateKey(c)) || this.failed.has(`${c.engine}//${c.variant}`) || this.failed.has(`${c.engine}/${c.backend}/`)) continue;
-      const candidate = { engine: c.engine, backend: c.backend, variant: c.variant };
-      const memoKey = `${c.engine}/${c.variant}`;
-      let artifacts = artifactsMemo.get(memoKey);
-      // The engine's runtime comes down while the model's files do.
-      this.engines.get(c.engine).catch(() => {});
-      try {
-        if (!artifacts) {
-          const got = await this._files(c.variant, c.engine);
-          artifacts = got.artifacts;
-          artifactsMemo.set(memoKey, artifacts);
-          files = sumFiles(files, got.report);
-        }
-      } catch (err) {
-        this.failed.add(`${c.engine}//${c.variant}`);
-        this._fallback(candidate, err, 'load');
-        // Bad files: the same engine and backend's next variant (uint8 -> float16 -> float32)
-        // is the fallback, before any other engine.
-        const same = order.filter((x) => x.engine === c.engine && x.backend === c.backend);
-        order.splice(0, order.length, ...same, ...order.filter((x) => !same.includes(x)));
-        continue;
-      }
-      try {
-        if (c.engine === 'tfjs') await waitEarlyEngine();
-        const r = await this._activate(candidate, artifacts);
-        results.push({ candidate, ok: true, ms: r.warmupMs, runs: 1, warmupMs: r.warmupMs, loadMs: r.loadMs });
-        break;
-      } catch (err) {
-        this._markFailed(candidate, err);
-        results.push({ candidate, ok: false, error: String(err && err.message ? err.message : err) });
-        this._fallback(candidate, err, 'load');
-      }
-    }
-    if (!this.current) {
-      throw new LoadError(`no variant could be loaded: ${this.fallbacks.map((f) => `${f.from}: ${f.reason}`).join('; ')}`, 'no-variant');
-    }
-    const fromMemory = remembered && candidateKey(first) === candidateKey(this.current);
-    this.selection = { source: fromMemory ? 'remembered' : 'start', results, ms: now() - t0 };
-    if (fromMemory && this._promote) {
-      this.upgrade = { state: 'pending', reason: `answering on ${candidateKey(this.current)} until the remembered ${candidateKey(this._promote)} has compiled` };
-    } else if (fromMemory && isMeasured(remembered)) {
-      this.upgrade = { state: 'remembered', reason: `measured fastest on this device and model version before (${candidateKey(remembered)})` };
-      this._upgradePromise = Promise.resolve(this.upgrade);
-    }
-    return files;
+  /** The start policy's order, tried until one answers (starter.js). @returns {Promise<object>} the file report */
+  _start(remembered, waitEarlyEngine) {
+    return starter.start(this, remembered, waitEarlyEngine);
   }
 
-  /** A failure's reach: a backend that cannot start fails for every variant of its engine. */
+  /** Record a failure's reach (recovery.js markFailed). */
   _markFailed(candidate, err) {
-    this.failed.add(candidateKey(candidate));
-    if (err && err.code === 'backend-init') this.failed.add(`${candidate.engine}/${candidate.backend}/`);
-    if (err && FILE_ERRORS.has(err.code)) this.failed.add(`${candidate.engine}//${candidate.variant}`);
+    recovery.markFailed(this.failed, candidate, err);
   }
 
   _isFailed(c) {
-    return this.failed.has(candidateKey(c)) || this.failed.has(`${c.engine}//${c.variant}`) || this.failed.has(`${c.engine}/${c.backend}/`);
+    return recovery.isFailed(this.failed, c);
   }
 
   /** "engine" and "engine/backend" runtimes that cost nothing more to start. */
@@ -335,94 +259,31 @@ export class Runtime {
     return out;
   }
 
-  /** Fetch + verify + assemble one variant's files. @param {string} variantName @param {string} engine */
-  async _files(variantName, engine) {
-    const variant = this.manifest.variants.find((v) => v.name === variantName && (v.engine || 'tfjs') === engine);
-    if (!variant) throw new LoadError(`manifest has no ${engine} variant ${variantName}`, 'manifest');
-    let report;
-    try {
-      report = await loadVariantFiles(variant, { server: this.server, fetch: this.fetch, cache: this.cache, progress: this.progress });
-    } catch (err) {
-      this.progress.abandon(variantName);
-      throw err;
-    }
-    const artifacts = buildArtifacts(variant, report.files);
-    report.files = null; // the artifacts hold the bytes now; let the map go
-    return { artifacts, report };
+  /** Fetch + verify + assemble one variant's files (starter.js loadFiles). */
+  _files(variantName, engine) {
+    return starter.loadFiles(this, variantName, engine);
   }
 
-  /**
-   * Build `candidate` (engine, backend, model, warm-up, check) without making it current.
-   * @returns {Promise<{engine: any, model: any, loadMs: number, warmupMs: number}>}
-   */
-  async _build(candidate, artifacts) {
-    const engine = await this.engines.get(candidate.engine);
-    const arts = artifacts || (await this._files(candidate.variant, candidate.engine)).artifacts;
-    const tl = now();
-    await engine.useBackend(candidate.backend);
-    this.progress.phase('compile', candidate);
-    const model = await engine.loadModel(arts);
-    const tw = now();
-    try {
-      this.progress.phase('warmup', candidate);
-      const bad = checkOutputs(await engine.warmup(model, this.manifest.input));
-      if (bad) throw new EngineError(`warm-up gave ${bad}`, 'nan');
-      const health = engine.health();
-      if (health) throw new EngineError(health, 'backend-lost');
-    } catch (err) {
-      engine.disposeModel(model);
-      throw err;
-    }
-    const warmupMs = now() - tw;
-    this.compileMs[`${candidate.engine}/${candidate.backend}`] = now() - tl;
-    return { engine, model, loadMs: tw - tl, warmupMs };
+  /** Build a candidate without making it current (lifecycle.js build). */
+  _build(candidate, artifacts) {
+    return lifecycle.build(this, candidate, artifacts);
   }
 
-  /**
-   * Make `candidate` current: build it, then free what the previous candidate held.
-   * @param {import('./selection.js').Candidate} candidate
-   * @param {object} [artifacts]
-   */
+  /** Make `candidate` current: build it, then free what the previous candidate held. */
   async _activate(candidate, artifacts) {
     const built = await this._build(candidate, artifacts);
     this._adopt(candidate, built);
     return built;
   }
 
-  /** Serve from `built` now; dispose the old model and release what its engine/backend held. */
+  /** Serve from `built` now (lifecycle.js adopt). */
   _adopt(candidate, built) {
-    const old = this.current;
-    const oldEngine = this.engine;
-    if (this.model && oldEngine) oldEngine.disposeModel(this.model);
-    this.engine = built.engine;
-    this.model = built.model;
-    this._setCurrent(candidate);
-    if (old && oldEngine) this._release(old, oldEngine);
+    lifecycle.adopt(this, candidate, built);
   }
 
-  /**
-   * Free the memory of a candidate that no longer serves: its TF.js backend instance (GPU
-   * textures / buffers, wasm heap) when another TF.js backend serves, or every TF.js backend
-   * when another engine serves.
-   */
-  _release(old, oldEngine) {
-    if (old.engine === this.current.engine && old.backend === this.current.backend) return;
-    if (old.engine !== this.current.engine) {
-      this._releaseEngine(oldEngine);
-      return;
-    }
-    try {
-      if (typeof oldEngine.releaseBackend === 'function') oldEngine.releaseBackend(old.backend);
-    } catch { /* best effort: memory only */ }
-  }
-
-  /** Free every backend of an engine that serves nothing now (TF.js: engine().reset()). */
+  /** Free every backend of an engine that serves nothing now (lifecycle.js releaseEngine). */
   _releaseEngine(engine) {
-    if (engine === this.engine) return;
-    try {
-      if (typeof engine.releaseAll === 'function') engine.releaseAll();
-      else if (engine.name === 'tfjs') engine.reset();
-    } catch { /* memory only */ }
+    lifecycle.releaseEngine(this, engine);
   }
 
   _setCurrent(candidate) {
@@ -443,77 +304,28 @@ export class Runtime {
   /**
    * The upgrade, scheduled once after the first prediction (or by `upgraded()`): in idle time,
    * measure the other candidates the upgrade policy lists against the current one and keep the
-   * fastest. Never throws: every failure is a `fallback` event and the current path keeps serving.
+   * fastest (upgrader.js). Never throws: every failure is a `fallback` event and the current path
+   * keeps serving.
    * @returns {Promise<object>} the final `upgrade` record
    */
   upgraded() {
-    if (this._upgradePromise) return this._upgradePromise;
-    this.upgrade = { state: 'pending', reason: 'waiting for idle time', results: [] };
-    this._upgradePromise = whenIdle().then(async () => {
-      if (this.disposed) return this.upgrade;
-      await this._gpuFacts();
-      if (this._promote) return promoteRemembered(this);
-      const o = this.options;
-      const currentMs = await this._timeCurrent();
-      const plan = upgradePlan({
-        candidates: this.candidates, current: this.current, failed: this._failedKeys(), mode: o.litert || 'auto',
-        features: this.features, currentMs, minMs: o.litertMinMs, loaded: this._loadedRuntimes(),
-        compileMs: this.compileMs,
-      });
-      this.upgrade = { state: plan.go ? 'pending' : 'skipped', reason: plan.reason, skipped: plan.skipped, results: [] };
-      return plan.go ? runUpgrade(this, plan) : this._upgradeEnd('skipped', [], now(), plan.reason);
-    }).catch((err) => {
-      this.upgrade = { ...this.upgrade, state: 'failed', error: String(err && err.message ? err.message : err) };
-    }).then(() => this.upgrade);
+    if (!this._upgradePromise) this._upgradePromise = scheduleUpgrade(this);
     return this._upgradePromise;
-  }
-
-  /**
-   * The current path's model time a prediction (zeros input, no decoding), a few runs while
-   * predictions wait: what the upgrade's download gate compares with.
-   */
-  async _timeCurrent() {
-    const spec = this.manifest.input;
-    const times = await this._exclusive(() => timeRuns(() => this.engine.warmup(this.model, spec), { deadline: now() + 200, minRuns: 2, maxRuns: 5 }));
-    const ms = median(times);
-    this._measuredMs = { key: candidateKey(this.current), ms };
-    return ms;
   }
 
   /** Candidate keys that must not be measured (failed candidates, variants, backends). */
   _failedKeys() {
-    const out = new Set();
-    for (const c of this.candidates) if (this._isFailed(c)) out.add(candidateKey(c));
-    return out;
+    return recovery.failedKeys(this.candidates, this.failed);
   }
 
-  /** Record and remember the upgrade's outcome. */
+  /** Record and remember the upgrade's outcome (upgrader.js upgradeEnd). */
   _upgradeEnd(state, results, t0, reason) {
-    const reasons = {
-      switched: `${this.current.engine}/${this.current.backend} measured fastest`,
-      kept: `${this.current.engine}/${this.current.backend} measured fastest`,
-      failed: 'every candidate measured failed (see fallbacks)',
-    };
-    this.upgrade = {
-      state, reason: reason || reasons[state], ms: now() - t0, results, skipped: this.upgrade.skipped || [],
-      threads: this.engine ? this.engine.threadsUsed() : null,
-    };
-    this.selection = { ...this.selection, upgrade: results };
-    if (!this.disposed) {
-      const verdict = state === 'kept' ? { litert: 'slower' } : state === 'failed' ? { litert: 'failed' } : {};
-      this._remember({ measured: true, ...(this.current.engine === 'tfjs' ? verdict : {}) });
-    }
-    return this.upgrade;
+    return upgradeEnd(this, state, results, t0, reason);
   }
 
   /** Record and report one fallback. */
   _fallback(candidate, err, phase) {
-    const entry = {
-      from: [candidate.engine, candidate.backend, candidate.variant].filter(Boolean).join('/'),
-      phase,
-      code: (err && err.code) || 'error',
-      reason: String(err && err.message ? err.message : err),
-    };
+    const entry = recovery.fallbackEntry(candidate, err, phase);
     this.fallbacks.push(entry);
     this.telemetry.emit('fallback', { ...entry, fromBackend: candidate.backend, fromVariant: candidate.variant });
   }
@@ -616,83 +428,14 @@ export class Runtime {
     };
   }
 
-  /** Predict with recovery: a failed backend or NaN output moves to the next candidate and retries. */
-  async _predict(images) {
-    for (let attempt = 0; ; attempt += 1) {
-      if (this._busy) await this._busy;
-      try {
-        const rows = await this._track(this.engine.predict(this.model, images, this.manifest.input));
-        const health = this.engine.health();
-        if (health) throw new EngineError(health, 'backend-lost');
-        const bad = checkOutputs(rows);
-        if (bad) throw new EngineError(`prediction gave ${bad}`, 'nan');
-        return rows;
-      } catch (err) {
-        if (err instanceof InputError || attempt >= 3) throw err;
-        await this._exclusive(() => this._recover(err));
-      }
-    }
-  }
-
-  /** Count a prediction in flight until it settles. @param {Promise<any>} run */
-  async _track(run) {
-    this._running.add(run);
-    try {
-      return await run;
-    } finally {
-      this._running.delete(run);
-    }
+  /** Predict with recovery (recovery.js predict). */
+  _predict(images) {
+    return recovery.predict(this, images);
   }
 
   /** Run `fn` while predictions wait (after the ones in flight have finished). */
-  async _exclusive(fn) {
-    while (this._busy) await this._busy;
-    const p = (async () => {
-      if (this._running.size) await Promise.allSettled([...this._running]);
-      return fn();
-    })();
-    this._busy = p.catch(() => {}).finally(() => { this._busy = null; });
-    return p;
-  }
-
-  /**
-   * Move off a failing candidate: for a broken backend (lost context or device, kernel error)
-   * the other backends of the same variant first, for bad outputs the next variant; measured
-   * candidates come first, then the start policy's order. Each step is reported.
-   */
-  async _recover(err) {
-    const from = this.current;
-    this._markFailed(from, err);
-    this._fallback(from, err, 'predict');
-    const kind = err && err.code === 'nan' ? 'variant' : 'backend';
-    const sameEngine = this.candidates.filter((c) => c.engine === from.engine);
-    const variants = [...new Set(sameEngine.map((c) => c.variant))];
-    const measured = (this.selection.upgrade || []).filter((r) => r.ok).sort((a, b) => a.ms - b.ms).map((r) => r.candidate);
-    const backends = [...new Set([...measured.filter((c) => c.engine === from.engine).map((c) => c.backend), ...sameEngine.filter((c) => !c.software).map((c) => c.backend), ...sameEngine.map((c) => c.backend)])];
-    const tried = [
-      ...measured,
-      ...fallbackCandidates(from, kind, { variants, backends }, this._failedKeys()),
-      ...startOrder(this.candidates, { loaded: this._loadedRuntimes(), compileMs: this.compileMs }),
-    ];
-    const seen = new Set();
-    for (const c of tried) {
-      const key = candidateKey(c);
-      if (seen.has(key) || this._isFailed(c) || key === candidateKey(from)) continue;
-      seen.add(key);
-      const candidate = { engine: c.engine, backend: c.backend, variant: c.variant };
-      try {
-        // The broken model and backend go first: a lost context holds nothing worth keeping.
-        if (this.model) this.engine.disposeModel(this.model);
-        this.model = null;
-        await this._activate(candidate);
-        this._remember({ measured: false });
-        return;
-      } catch (e) {
-        this._markFailed(candidate, e);
-        this._fallback(candidate, e, 'recover');
-      }
-    }
-    throw new EngineError(`no backend or variant left after: ${err && err.message ? err.message : err}`, 'exhausted');
+  _exclusive(fn) {
+    return this.gate.exclusive(fn);
   }
 
   /** Every N predictions compare memory with the budget; rebuild when it is exceeded. */
@@ -707,17 +450,8 @@ export class Runtime {
    * Free everything the backend holds and reload the model from the cache on a fresh backend.
    * @param {string} [reason]
    */
-  async rebuild(reason = 'requested') {
-    const t0 = now();
-    const before = this.engine.memory();
-    this.engine.disposeModel(this.model);
-    this.model = null;
-    await this.engine.reset();
-    const built = await this._build(this.current);
-    this.model = built.model;
-    this.rebuilds += 1;
-    this.guard.rebuilds += 1;
-    this.telemetry.emit('memory', { action: 'rebuilt', reason, before, after: this.engine.memory(), ms: now() - t0 });
+  rebuild(reason = 'requested') {
+    return lifecycle.rebuild(this, reason);
   }
 
   /** Plain-object statistics (structured-cloneable, so the worker can send them). */
@@ -748,28 +482,10 @@ export class Runtime {
 
   /** Free the model. The classifier cannot be used afterwards. */
   dispose() {
-    if (this.disposed) return;
-    this.disposed = true;
-    if (this.engine) this.engine.disposeModel(this.model);
-    this.model = null;
+    lifecycle.dispose(this);
   }
-}
-
-function sumFiles(a, b) {
-  return {
-    fromCache: a.fromCache + b.fromCache, fromNetwork: a.fromNetwork + b.fromNetwork,
-    bytesFetched: a.bytesFetched + b.bytesFetched, ms: a.ms + b.ms, evicted: [...a.evicted, ...b.evicted],
-  };
 }
 
 function now() {
   return performance.now();
-}
-
-/** Resolve when the thread is idle (requestIdleCallback; a timer in workers and old browsers). */
-function whenIdle() {
-  return new Promise((resolve) => {
-    if (typeof globalThis.requestIdleCallback === 'function') globalThis.requestIdleCallback(() => resolve(), { timeout: 2000 });
-    else setTimeout(resolve, 50);
-  });
 }

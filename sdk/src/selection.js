@@ -149,6 +149,42 @@ export async function timeRuns(runOnce, opts) {
 }
 
 /**
+ * Time two paths in alternation (A B, B A, A B, ...) until both have `minRuns` and the deadline
+ * has passed, or both have `maxRuns`: whatever drifts while they are timed — clocks ramping up
+ * after a compile, a thread pool waking, another tab — falls on both alike, where timing one
+ * path's runs and then the other's hands the drift to one of them.
+ * @param {() => Promise<any>} runA @param {() => Promise<any>} runB
+ * @param {{deadline: number, minRuns?: number, maxRuns?: number, now?: () => number}} opts
+ * @returns {Promise<{a: number[], b: number[]}>}
+ */
+export async function timePairs(runA, runB, opts) {
+  const now = opts.now || (() => performance.now());
+  const minRuns = opts.minRuns ?? 1;
+  const maxRuns = opts.maxRuns ?? 5;
+  const a = [];
+  const b = [];
+  const once = async (run, into) => {
+    const t0 = now();
+    await run();
+    into.push(now() - t0);
+  };
+  while (a.length < maxRuns) {
+    if (a.length >= minRuns && now() >= opts.deadline) break;
+    const t0 = now();
+    if (a.length % 2 === 0) {
+      await once(runA, a);
+      await once(runB, b);
+    } else {
+      await once(runB, b);
+      await once(runA, a);
+    }
+    // A pair that alone takes longer than the time left will not fit another: stop early.
+    if (a.length >= minRuns && now() + (now() - t0) > opts.deadline) break;
+  }
+  return { a, b };
+}
+
+/**
  * The per-backend deadline: an equal share of what is left of the total budget among the
  * backends still to probe, so a slow first backend cannot starve the others.
  * @param {number} start when probing began

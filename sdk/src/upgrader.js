@@ -5,14 +5,21 @@
  * timed back to back with the current path while predictions wait, and adopted when faster. A
  * remembered GPU path is promoted the same way once the first answer is out. Every failure is a
  * `fallback` event; the current path keeps serving. Functions of the runtime (`rt`), split from
- * runtime.js so that the runtime file is the lifecycle (load, predict, recover, memory) alone.
+ * runtime.js: the upgrade's scheduling in idle time, the current path's timing, its record.
  * @module upgrader
  */
 
 import { EngineError } from './errors.js';
-import { candidateKey, shareDeadline, shouldSwitch, timeRuns } from './selection.js';
+import { candidateKey, shareDeadline, shouldSwitch, timePairs, timeRuns } from './selection.js';
 import { median } from './stats.js';
-import { fitsBudget } from './upgrade.js';
+import { fitsBudget, upgradePlan } from './upgrade.js';
+
+/**
+ * Paired timing of a race (timePairs): at least this many runs a side within the selection
+ * budget, at most PAIRED_MAX_RUNS (a 5 ms path: 9 pairs in ~90 ms).
+ */
+export const PAIRED_MIN_RUNS = 3;
+export const PAIRED_MAX_RUNS = 9;
 
 /**
  * Move to the remembered GPU path (measured fastest on an earlier visit) now that the first
@@ -155,11 +162,22 @@ async function timeAndDecide(rt, candidate, artifacts, built, sameEngine, force,
   }
   {
       const start = now();
-      const times = await timeRuns(() => built.engine.warmup(built.model, spec), { deadline: shareDeadline(start, budget, 2, now()), minRuns: 1, maxRuns: 5 });
-      if (built.engine.health()) throw new EngineError(built.engine.health(), 'backend-lost');
       const current = { ...rt.current };
-      if (sameEngine) await rt.engine.useBackend(current.backend);
-      const base = await timeRuns(() => rt.engine.warmup(rt.model, spec), { deadline: shareDeadline(start, budget, 1, now()), minRuns: 1, maxRuns: 5 });
+      let times;
+      let base;
+      if (!sameEngine || built.engine.backendPerModel) {
+        // Each model runs on its own backend (another engine, or LiteRT.js whose models carry
+        // their accelerator): time the two in alternation, so drift falls on both alike.
+        ({ a: times, b: base } = await timePairs(() => built.engine.warmup(built.model, spec), () => rt.engine.warmup(rt.model, spec),
+          { deadline: start + budget, minRuns: PAIRED_MIN_RUNS, maxRuns: PAIRED_MAX_RUNS }));
+        if (built.engine.health()) throw new EngineError(built.engine.health(), 'backend-lost');
+      } else {
+        // One engine-wide backend (TF.js): each side's runs together, one backend switch.
+        times = await timeRuns(() => built.engine.warmup(built.model, spec), { deadline: shareDeadline(start, budget, 2, now()), minRuns: 1, maxRuns: 5 });
+        if (built.engine.health()) throw new EngineError(built.engine.health(), 'backend-lost');
+        await rt.engine.useBackend(current.backend);
+        base = await timeRuns(() => rt.engine.warmup(rt.model, spec), { deadline: shareDeadline(start, budget, 1, now()), minRuns: 1, maxRuns: 5 });
+      }
       const ms = median(times);
       const result = {
         candidate, ok: true, ms, runs: times.length, warmupMs: built.warmupMs, loadMs: built.loadMs,
@@ -178,7 +196,75 @@ async function timeAndDecide(rt, candidate, artifacts, built, sameEngine, force,
   }
 }
 
-
 function now() {
   return performance.now();
+}
+
+/**
+ * Wait for idle time, then either promote a remembered GPU path or time the current path, ask
+ * the upgrade policy for a plan and run it. Never rejects: a failure ends as state `failed`.
+ * @param {any} rt the runtime @returns {Promise<object>} the final `upgrade` record
+ */
+export function scheduleUpgrade(rt) {
+  rt.upgrade = { state: 'pending', reason: 'waiting for idle time', results: [] };
+  return whenIdle().then(async () => {
+    if (rt.disposed) return rt.upgrade;
+    await rt._gpuFacts();
+    if (rt._promote) return promoteRemembered(rt);
+    const o = rt.options;
+    const currentMs = await timeCurrent(rt);
+    const plan = upgradePlan({
+      candidates: rt.candidates, current: rt.current, failed: rt._failedKeys(), mode: o.litert || 'auto',
+      features: rt.features, currentMs, minMs: o.litertMinMs, loaded: rt._loadedRuntimes(),
+      compileMs: rt.compileMs,
+    });
+    rt.upgrade = { state: plan.go ? 'pending' : 'skipped', reason: plan.reason, skipped: plan.skipped, results: [] };
+    return plan.go ? runUpgrade(rt, plan) : upgradeEnd(rt, 'skipped', [], now(), plan.reason);
+  }).catch((err) => {
+    rt.upgrade = { ...rt.upgrade, state: 'failed', error: String(err && err.message ? err.message : err) };
+  }).then(() => rt.upgrade);
+}
+
+/**
+ * The current path's model time a prediction (zeros input, no decoding), a few runs while
+ * predictions wait: what the upgrade's download gate compares with.
+ * @param {any} rt the runtime @returns {Promise<number>}
+ */
+export async function timeCurrent(rt) {
+  const spec = rt.manifest.input;
+  const times = await rt._exclusive(() => timeRuns(() => rt.engine.warmup(rt.model, spec), { deadline: now() + 200, minRuns: 2, maxRuns: 5 }));
+  const ms = median(times);
+  rt._measuredMs = { key: candidateKey(rt.current), ms };
+  return ms;
+}
+
+/**
+ * Record the upgrade's outcome on the runtime and remember the choice (with TF.js's verdict on
+ * LiteRT.js when it stays on TF.js).
+ * @param {any} rt the runtime @param {string} state @param {object[]} results @param {number} t0 @param {string} [reason]
+ */
+export function upgradeEnd(rt, state, results, t0, reason) {
+  const reasons = {
+    switched: `${rt.current.engine}/${rt.current.backend} measured fastest`,
+    kept: `${rt.current.engine}/${rt.current.backend} measured fastest`,
+    failed: 'every candidate measured failed (see fallbacks)',
+  };
+  rt.upgrade = {
+    state, reason: reason || reasons[state], ms: now() - t0, results, skipped: rt.upgrade.skipped || [],
+    threads: rt.engine ? rt.engine.threadsUsed() : null,
+  };
+  rt.selection = { ...rt.selection, upgrade: results };
+  if (!rt.disposed) {
+    const verdict = state === 'kept' ? { litert: 'slower' } : state === 'failed' ? { litert: 'failed' } : {};
+    rt._remember({ measured: true, ...(rt.current.engine === 'tfjs' ? verdict : {}) });
+  }
+  return rt.upgrade;
+}
+
+/** Resolve when the thread is idle (requestIdleCallback; a timer in workers and old browsers). */
+function whenIdle() {
+  return new Promise((resolve) => {
+    if (typeof globalThis.requestIdleCallback === 'function') globalThis.requestIdleCallback(() => resolve(), { timeout: 2000 });
+    else setTimeout(resolve, 50);
+  });
 }

@@ -5,7 +5,8 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { adapterFacts, gpuFacts, isSoftwareRenderer } from '../src/gpu.js';
 import { engineBackends, listCandidates, startCost } from '../src/candidates.js';
-import { isMeasured, startOrder } from '../src/start.js';
+import { earlyEngine, isMeasured, startOrder } from '../src/start.js';
+import { Engines } from '../src/engines/index.js';
 import { fitsBudget, upgradePlan } from '../src/upgrade.js';
 import { batchChunks, bestBatch, defaultBatch } from '../src/batching.js';
 import { candidateKey } from '../src/selection.js';
@@ -105,6 +106,41 @@ test('start: a manifest with only TFLite variants starts on LiteRT.js, no specia
   const cs = listCandidates(LITERT_ONLY, { backends: engineBackends(NVIDIA, CAPABLE), gpu: NVIDIA });
   assert.ok(cs.every((c) => c.engine === 'litert'));
   assert.equal(candidateKey(startOrder(cs)[0]), 'litert/wasm/tflite-int8');
+});
+
+test('early engine: remembered or only engine started, a cold threaded visit prefetches LiteRT.js, else nothing', () => {
+  const NO_THREADS = { ...CAPABLE, threads: false, crossOriginIsolated: false };
+  assert.deepEqual(earlyEngine({ hint: { engine: 'tfjs' }, features: CAPABLE }), { engine: 'tfjs', mode: 'start' });
+  assert.deepEqual(earlyEngine({ hint: null, engines: ['tfjs'], features: CAPABLE }), { engine: 'tfjs', mode: 'start' });
+  assert.deepEqual(earlyEngine({ hint: null, features: CAPABLE }), { engine: 'litert', mode: 'prefetch' });
+  assert.equal(earlyEngine({ hint: null, features: NO_THREADS }), null, 'without threads the manifest decides');
+  assert.equal(earlyEngine({ hint: null, features: { ...CAPABLE, relaxedSimd: false } }), null);
+  assert.equal(earlyEngine({ hint: null, litert: 'off', features: CAPABLE }), null);
+  assert.equal(earlyEngine({ hint: null, engines: ['tfjs', 'cpu'], features: CAPABLE }), null);
+  assert.equal(earlyEngine({ hint: null, variants: ['uint8', 'float32'], features: CAPABLE }), null, 'TF.js variants only');
+  assert.deepEqual(earlyEngine({ hint: null, variants: ['uint8', 'tflite-int8'], features: CAPABLE }), { engine: 'litert', mode: 'prefetch' });
+  assert.equal(earlyEngine({ hint: null, backends: ['webgl', 'cpu'], features: CAPABLE }), null, 'no LiteRT.js backend allowed');
+  // a remembered engine the options now exclude is not loaded
+  assert.equal(earlyEngine({ hint: { engine: 'litert' }, litert: 'off', features: NO_THREADS }), null);
+  assert.deepEqual(earlyEngine({ hint: { engine: 'litert' }, engines: ['tfjs'], features: CAPABLE }), { engine: 'tfjs', mode: 'start' });
+});
+
+test('engines: a prefetch runs once, never rejects, and starts nothing; injected engines have none', async () => {
+  let calls = 0;
+  const engines = new Engines({ vendor: 'http://x/vendor/', features: CAPABLE });
+  engines.prefetchers.litert = async () => {
+    calls += 1;
+    throw new Error('HTTP 404');
+  };
+  const a = await engines.prefetch('litert');
+  const b = await engines.prefetch('litert');
+  assert.equal(calls, 1);
+  assert.deepEqual(a, { ok: false, bytes: 0, error: 'HTTP 404' });
+  assert.equal(a, b);
+  assert.equal(engines.loaded().size, 0, 'a prefetch is not a started engine');
+  assert.equal(engines.prefetch('tfjs'), null);
+  const fake = new Engines({ vendor: 'http://x/vendor/', features: CAPABLE, factories: { litert: () => ({ init() {} }) } });
+  assert.equal(fake.prefetch('litert'), null);
 });
 
 test('upgrade: on a GPU machine every hardware path is measured, cheapest compile first', () => {

@@ -2,7 +2,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  ChoiceStore, candidateKey, choiceKey, fallbackCandidates, probeOrder, rank, shareDeadline, timeRuns, variantOrder,
+  ChoiceStore, candidateKey, choiceKey, fallbackCandidates, probeOrder, rank, shareDeadline, timePairs, timeRuns, variantOrder,
 } from '../src/selection.js';
 
 const V = [
@@ -48,6 +48,33 @@ test('a variant failure (integrity, NaN) walks uint8 -> float16 -> float32 on th
   const failed = new Set(['tfjs/wasm/float16']);
   const got = fallbackCandidates(cur, 'variant', opts, failed).map(candidateKey);
   assert.deepEqual(got, ['tfjs/wasm/float32', 'tfjs/cpu/float16', 'tfjs/cpu/float32']);
+});
+
+test('timePairs alternates the two paths (A B, B A, ...), so a drift falls on both, within deadline and run limits', async () => {
+  let t = 0;
+  const now = () => t;
+  const order = [];
+  // the machine gets faster with every run (clocks ramping up): 10, 9, 8, ... ms
+  let cost = 10;
+  const run = (name) => async () => {
+    order.push(name);
+    t += cost;
+    cost = Math.max(1, cost - 1);
+  };
+  const { a, b } = await timePairs(run('A'), run('B'), { deadline: 1e9, now, minRuns: 3, maxRuns: 4 });
+  assert.deepEqual(order, ['A', 'B', 'B', 'A', 'A', 'B', 'B', 'A']);
+  assert.deepEqual(a, [10, 7, 6, 3]);
+  assert.deepEqual(b, [9, 8, 5, 4]);
+  const sum = (xs) => xs.reduce((x, y) => x + y, 0);
+  assert.equal(sum(a), sum(b), 'the same path on both sides measures the same under a steady drift');
+  t = 0;
+  cost = 10;
+  const short = await timePairs(run('A'), run('B'), { deadline: 25, now, minRuns: 1, maxRuns: 9 });
+  assert.equal(short.a.length, 1, 'the deadline stops it once minRuns are in (a second pair would not fit)');
+  t = 0;
+  cost = 10;
+  const floor = await timePairs(run('A'), run('B'), { deadline: 0, now, minRuns: 2, maxRuns: 9 });
+  assert.deepEqual([floor.a.length, floor.b.length], [2, 2], 'minRuns even past the deadline');
 });
 
 test('timeRuns stops at the deadline but always times at least one run', async () => {

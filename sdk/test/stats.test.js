@@ -5,7 +5,7 @@ import { LatencyStats, median, percentile, topK } from '../src/stats.js';
 import { MemoryGuard, normaliseBudget, overBudget } from '../src/memory.js';
 import { Telemetry, shouldSample } from '../src/telemetry.js';
 import { decodeOptions, imageSize, looksLikeText, rangeTransform, sniffImageType } from '../src/preprocess.js';
-import { checkOutputs } from '../src/runtime.js';
+import { checkOutputs } from '../src/recovery.js';
 import { bucket, deviceClass } from '../src/device.js';
 import { fromPlain, InputError, toPlain } from '../src/errors.js';
 

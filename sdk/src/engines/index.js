@@ -30,6 +30,18 @@ export class Engines {
       },
       ...(opts.factories || {}),
     };
+    /**
+     * Engines whose code can come down before the runtime decides to start them
+     * (engines/litert.js prefetchLitert); an engine given by a factory (tests) has none.
+     */
+    this.prefetchers = opts.factories && opts.factories.litert ? {} : {
+      litert: async () => {
+        const { prefetchLitert } = await import('./litert.js');
+        return prefetchLitert({ vendor, lib: runtimes.litert });
+      },
+    };
+    /** @type {Map<string, Promise<{ok: boolean, bytes: number, error?: string}>>} */
+    this.prefetched = new Map();
     /** @type {Map<string, Promise<any>>} */
     this._creating = new Map();
     /** @type {Map<string, any>} engines whose init() finished */
@@ -44,6 +56,21 @@ export class Engines {
   /** The engine if it is already started, else null. @param {string} name */
   peek(name) {
     return this.ready.get(name) || null;
+  }
+
+  /**
+   * Fetch an engine's code without starting it, once (null when it has no prefetch).
+   * Never rejects: a failed prefetch only means the start downloads them itself.
+   * @param {string} name
+   * @returns {Promise<{ok: boolean, bytes: number, error?: string}> | null}
+   */
+  prefetch(name) {
+    const run = this.prefetchers[name];
+    if (!run) return null;
+    if (!this.prefetched.has(name)) {
+      this.prefetched.set(name, run().catch((err) => ({ ok: false, bytes: 0, error: String(err && err.message ? err.message : err) })));
+    }
+    return this.prefetched.get(name);
   }
 
   /**

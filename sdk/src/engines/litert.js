@@ -46,6 +46,8 @@ const BARE_IMPORT = /from\s*(["'])@litertjs\/wasm-utils\1/g;
 
 /** One LiteRT.js module instance (and so one wasm runtime) per JS realm, by vendor URL. */
 const modules = new Map();
+/** Characters of the LiteRT.js module text fetched, by vendor URL (what a prefetch reports). */
+const coreBytes = new Map();
 
 /**
  * Rewrite the bare "@litertjs/wasm-utils" import of LiteRT.js's ESM bundle to an absolute URL
@@ -90,7 +92,9 @@ function importCore(vendor) {
     const load = (async () => {
       const response = await fetch(coreUrl, { credentials: 'same-origin' });
       if (!response.ok) throw new Error(`HTTP ${response.status} from ${coreUrl}`);
-      const text = rewriteCoreModule(await response.text(), new URL(WASM_UTILS, vendor).href);
+      const source = await response.text();
+      coreBytes.set(vendor, source.length);
+      const text = rewriteCoreModule(source, new URL(WASM_UTILS, vendor).href);
       const url = URL.createObjectURL(new Blob([text], { type: 'text/javascript' }));
       try {
         return await import(/* webpackIgnore: true */ url);
@@ -102,6 +106,27 @@ function importCore(vendor) {
     load.catch(() => modules.delete(vendor));
   }
   return modules.get(vendor);
+}
+
+/**
+ * Bring LiteRT.js's module code down without starting it: its ES module (rewritten, imported) and
+ * the wasm-utils module it imports — the serial round trips before its wasm can be asked for.
+ * The 9.4 MB wasm itself is not prefetched: on a 2-core machine fetching it beside a 25 MB model
+ * made the cold first answer slower (BENCHMARKS.md, issue 18), and when the manifest then starts
+ * another engine it would be wasted. Nothing is compiled or instantiated and no thread is
+ * spawned. Never throws (a failed prefetch leaves the start as it was).
+ * @param {{vendor: string, lib?: any}} opts
+ * @returns {Promise<{ok: boolean, bytes: number, error?: string}>} bytes: of the module text
+ */
+export async function prefetchLitert(opts) {
+  if (opts.lib) return { ok: true, bytes: 0 };
+  const vendor = new URL(opts.vendor || '/vendor/', globalThis.location ? globalThis.location.href : undefined).href;
+  try {
+    await importCore(vendor);
+    return { ok: true, bytes: coreBytes.get(vendor) || 0 };
+  } catch (err) {
+    return { ok: false, bytes: 0, error: String(err && err.message ? err.message : err) };
+  }
 }
 
 /**
@@ -237,6 +262,14 @@ export class LitertEngine {
   /** @returns {string} */
   backend() {
     return this.active;
+  }
+
+  /**
+   * A compiled model keeps the accelerator it was compiled for: models on wasm and on WebGPU run
+   * side by side with no backend switch (what the upgrade's paired timing relies on).
+   */
+  get backendPerModel() {
+    return true;
   }
 
   /** @returns {number} */
