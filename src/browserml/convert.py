@@ -178,9 +178,10 @@ def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
         note, precision = None, None
         if name == "tflite-int8":
             images = source.calibration[:get_settings().mixed_precision_samples]
-            expected = model.predict(images, verbose=0).argmax(1)
-            granularity = choose_int8(path.parent, images, expected)
-            precision = int8_precision(model, path, source, budget_pp, status)
+            outputs = predictions(model, images)
+            granularity, plain = choose_int8(path.parent, images, outputs.argmax(1))
+            precision = int8_precision(model, path, source, images, outputs, plain, budget_pp,
+                                       status)
             if precision.kept:  # the mixed model is built per-channel (mix_int8)
                 granularity = "per-channel"
             note = f"int8 {granularity} scales"
@@ -196,15 +197,17 @@ def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
     return variants
 
 
-def int8_precision(model, path: Path, source: Source, budget_pp: float,
+def int8_precision(model, path: Path, source: Source, images: np.ndarray, outputs: np.ndarray,
+                   plain: float, budget_pp: float,
                    status: Callable[[str], None] = lambda s: None) -> Precision:
-    """Measure plain int8 on the calibration images and, when it misses ``budget_pp`` as top-1
-    agreement with float32, leave its worst ops in float (:func:`browserml.tflite.mix_int8`,
-    which rewrites ``path``); return the record of what was measured and kept."""
+    """Given plain int8's top-1 agreement ``plain`` with float32 (``outputs``) on the
+    calibration ``images``, when it misses ``budget_pp`` leave its worst ops in float
+    (:func:`browserml.tflite.mix_int8`, which rewrites ``path``); return the record of what was
+    measured and kept."""
     settings = get_settings()
-    images = source.calibration[:settings.mixed_precision_samples]
-    mixed = mix_int8(model, path, source.calibration, images, 1 - budget_pp / 100,
-                     settings.mixed_precision_probe, settings.mixed_int8_max_float, status)
+    mixed = mix_int8(model, path, source.calibration, images, outputs, plain,
+                     1 - budget_pp / 100, settings.mixed_precision_probe,
+                     settings.mixed_int8_max_float, status)
     tried = ", ".join(f"{k}: {a:.1%}" for k, a in mixed.tried.items())
     return Precision(
         measured_on="calibration images", samples=mixed.samples,

@@ -100,20 +100,21 @@ def export_tflite(model, out_dir: Path, variants: tuple[str, ...], calibration: 
     return written
 
 
-def choose_int8(folder: Path, images: np.ndarray, expected: np.ndarray) -> str:
+def choose_int8(folder: Path, images: np.ndarray, expected: np.ndarray) -> tuple[str, float]:
     """Keep the per-tensor int8 model when its top-1 agreement with float32 (``expected``: the
     float model's classes for ``images``) is within ``PER_TENSOR_SLACK`` of per-channel's, since
     it is smaller; else keep per-channel. ``images`` are calibration images, never the test set
     whose accuracy is then reported (choosing on it would flatter that figure). Leaves one
-    ``model.tflite``; returns the granularity kept."""
+    ``model.tflite``; returns the granularity kept and its agreement (plain int8's figure for
+    :func:`mix_int8`, so it is not measured twice)."""
     per_channel, per_tensor = folder / TFLITE_FILE, folder / PER_TENSOR_FILE
     agreement_channel = float((predict(per_channel, images).argmax(1) == expected).mean())
     agreement_tensor = float((predict(per_tensor, images).argmax(1) == expected).mean())
     if agreement_tensor >= agreement_channel - PER_TENSOR_SLACK:
         per_tensor.replace(per_channel)
-        return "per-tensor"
+        return "per-tensor", agreement_tensor
     per_tensor.unlink()
-    return "per-channel"
+    return "per-channel", agreement_channel
 
 
 def check_flatbuffer(path: Path) -> None:
@@ -206,14 +207,15 @@ class MixedInt8:
         return self.agreement >= self.target
 
 
-def mix_int8(model, path: Path, calibration: np.ndarray, selection: np.ndarray, target: float,
-             probe_samples: int, max_float_fraction: float,
-             status: Callable[[str], None] = lambda s: None) -> MixedInt8:
-    """Given the int8 model at ``path`` and the top-1 agreement with float32 it must reach on
-    the ``selection`` images (calibration images: never the test set), leave its most
-    sensitive ops in float until it does, and rewrite ``path`` with the result.
+def mix_int8(model, path: Path, calibration: np.ndarray, selection: np.ndarray,
+             reference: np.ndarray, plain: float, target: float, probe_samples: int,
+             max_float_fraction: float, status: Callable[[str], None] = lambda s: None) -> MixedInt8:
+    """Given the int8 model at ``path``, its top-1 agreement ``plain`` with float32 on the
+    ``selection`` images (calibration images: never the test set; ``reference`` = the float
+    model's outputs on them, both measured once by the caller) and the agreement it must reach,
+    leave its most sensitive ops in float until it does, and rewrite ``path`` with the result.
 
-    Plain int8 is measured first; only when it misses is TFLite's QuantizationDebugger set up
+    Only when plain int8 misses ``target`` is TFLite's QuantizationDebugger set up
     (per-channel, calibrated on ``calibration``). Each quantized op is then left alone in float
     (``denylisted_nodes``) and the model measured on ``probe_samples`` images: ops are ranked by
     the top-1 disagreements and mean output change with float32 that remain, fewest first (the
@@ -223,7 +225,6 @@ def mix_int8(model, path: Path, calibration: np.ndarray, selection: np.ndarray, 
     agreement on all the images meets ``target``. When no step meets it, the fewest ops with the
     best agreement measured are kept (plain int8 when none beats it)."""
     selection = selection.astype(np.float32)
-    reference = np.asarray(model.predict(selection, batch_size=32, verbose=0), np.float32)
     top1 = reference.argmax(1)
     probe = min(len(selection), probe_samples)
 
@@ -232,7 +233,6 @@ def mix_int8(model, path: Path, calibration: np.ndarray, selection: np.ndarray, 
         return (int((got.argmax(1) != top1[:count]).sum()),
                 float(np.abs(got - reference[:count]).mean()))
 
-    plain = 1 - measure(path, len(selection))[0] / len(selection)
     result = MixedInt8(samples=len(selection), probe_samples=0, target=target,
                        plain_agreement=plain, agreement=plain, candidates=0)
     if result.met:
