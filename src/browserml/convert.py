@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from .tfjs.layers_model import (
 from .tfjs.precision import KEPT_DTYPE, choose_precision
 from .tfjs.rewrite import tfjs_model
 from .tfjs.weights import encode
-from .tflite import TFLITE_VARIANTS, choose_int8, export_tflite, mix_int8
+from .tflite import TFLITE_VARIANTS, choose_int8, export_tflite, int8_file, mix_int8
 from .tflite import predict as tflite_predict
 from .variants import (
     SOURCE_MODEL,
@@ -53,14 +54,19 @@ from .variants import (
     KeptTensor,
     Precision,
     Variant,
+    WeightRounding,
     describe_file,
     prepare_build_dir,
     write_build,
 )
+from .weight_rounding import rounded_weights
 
 TFJS_VARIANTS = ("float32", "float16", "uint8")
 ALL_VARIANTS = TFJS_VARIANTS + TFLITE_VARIANTS
 ENGINES = ("tfjs", "litert")
+ROUNDING_METHOD = ("GPTQ (Frantar et al. 2022): per output channel, inputs rounded one at a "
+                   "time onto the symmetric int8 grid, each error spread over the inputs not "
+                   "rounded yet by the inverse of X^T X of the layer's float inputs")
 RANKED_BY = ("each changed tensor quantized alone in Keras: top-1 disagreements, then mean "
              "output change")
 INT8_NEEDS_DATA = ("skipped: int8 is calibrated on real images; pass --data (a folder, mnist or "
@@ -156,6 +162,14 @@ def precision_note(precision: Precision, what: str = "tensors") -> str | None:
             f"{precision.agreement:.1%} (target {precision.target_agreement:.1%}{met})")
 
 
+def rounding_note(precision: Precision) -> str:
+    """One line for the table: int8 weights rounded the GPTQ way, and what that measured."""
+    rounding = precision.rounding
+    return (f"weights GPTQ-rounded ({rounding.layers} layers, fitted on {rounding.samples} "
+            f"{precision.measured_on}): agreement {precision.plain_agreement:.1%} -> "
+            f"{rounding.agreement:.1%} on them")
+
+
 def short_name(name: str) -> str:
     """A TFLite tensor name ('model_1/block_16_project_1/convolution;...') shortened to its
     layer for the table; TF.js weight names pass unchanged."""
@@ -182,9 +196,11 @@ def tflite_variants(model, source: Source, build_dir: Path, names: list[str],
             granularity, plain = choose_int8(path.parent, images, outputs.argmax(1))
             precision = int8_precision(model, path, source, images, outputs, plain, budget_pp,
                                        status)
-            if precision.kept:  # the mixed model is built per-channel (mix_int8)
-                granularity = "per-channel"
+            if precision.kept or (precision.rounding and precision.rounding.kept):
+                granularity = "per-channel"  # both are built per-channel
             note = f"int8 {granularity} scales"
+            if precision.rounding and precision.rounding.kept:
+                note = f"{note}; {rounding_note(precision)}"
             if precision.kept or not precision.met:
                 note = f"{note}; {precision_note(precision, 'ops')}"
         accuracy, agreement = top1_figures(tflite_predict(path, source.inputs), reference,
@@ -201,13 +217,20 @@ def int8_precision(model, path: Path, source: Source, images: np.ndarray, output
                    plain: float, budget_pp: float,
                    status: Callable[[str], None] = lambda s: None) -> Precision:
     """Given plain int8's top-1 agreement ``plain`` with float32 (``outputs``) on the
-    calibration ``images``, when it misses ``budget_pp`` leave its worst ops in float
-    (:func:`browserml.tflite.mix_int8`, which rewrites ``path``); return the record of what was
-    measured and kept."""
+    calibration ``images``, when it misses ``budget_pp`` first try the weights rounded the GPTQ
+    way (:func:`int8_rounding`; kept, rewriting ``path``, only when it agrees more), then leave
+    the worst ops of the model written so far in float (:func:`browserml.tflite.mix_int8`);
+    return the record of what was measured and kept."""
     settings = get_settings()
-    mixed = mix_int8(model, path, source.calibration, images, outputs, plain,
-                     1 - budget_pp / 100, settings.mixed_precision_probe,
-                     settings.mixed_int8_max_float, status)
+    target = 1 - budget_pp / 100
+    with ExitStack() as rounded:
+        rounding = None
+        if plain < target and settings.int8_weight_rounding and not source.saved_model:
+            rounding = int8_rounding(model, path, source, images, outputs, plain, rounded,
+                                     status)
+        start = rounding.agreement if rounding and rounding.kept else plain
+        mixed = mix_int8(model, path, source.calibration, images, outputs, start, target,
+                         settings.mixed_precision_probe, settings.mixed_int8_max_float, status)
     tried = ", ".join(f"{k}: {a:.1%}" for k, a in mixed.tried.items())
     return Precision(
         measured_on="calibration images", samples=mixed.samples,
@@ -215,12 +238,37 @@ def int8_precision(model, path: Path, source: Source, images: np.ndarray, output
         ranked_by=(f"each quantized op left alone in float (TFLite QuantizationDebugger "
                    f"denylisted_nodes): top-1 disagreements, then mean output change, that "
                    f"remain; ops in float tried (agreement): {tried}") if mixed.tried else None,
-        target_agreement=mixed.target, plain_agreement=mixed.plain_agreement,
+        target_agreement=mixed.target, plain_agreement=plain,
         agreement=mixed.agreement, tensors=mixed.candidates, lossy=mixed.candidates,
-        met=mixed.met,
+        met=mixed.met, rounding=rounding,
         kept=[KeptTensor(name=row["name"], dtype="float32", size=row["size"],
                          disagreements=row["disagreements"], mean_change=row["mean_change"],
                          error_per_step=row["error_per_step"]) for row in mixed.kept])
+
+
+def int8_rounding(model, path: Path, source: Source, images: np.ndarray, outputs: np.ndarray,
+                  plain: float, rounded: ExitStack,
+                  status: Callable[[str], None]) -> WeightRounding:
+    """Round ``model``'s weights the GPTQ way on ``images`` (:mod:`browserml.weight_rounding`),
+    write it as per-channel int8 and measure its agreement with float32 (``outputs``) on the
+    same images. When it beats plain int8 (``path``'s file, agreement ``plain``) the
+    per-channel file replaces ``path`` and the rounded weights stay in place until
+    ``rounded`` closes (so ops chosen next are chosen on this model); else ``model`` gets its
+    weights back at once."""
+    expected = outputs.argmax(1)
+    status("int8: weight rounding")
+    rounding = rounded.enter_context(rounded_weights(model, images, status))
+    candidate = path.with_name("model.rounded.tflite")
+    int8_file(model, source.calibration, candidate)
+    agreement = float((tflite_predict(candidate, images).argmax(1) == expected).mean())
+    kept = agreement > plain
+    if kept:
+        candidate.replace(path)
+    else:
+        candidate.unlink()
+        rounded.close()
+    return WeightRounding(method=ROUNDING_METHOD, layers=rounding.layers, samples=rounding.samples,
+                          agreement=agreement, kept=kept)
 
 
 def apply_budget(variants: list[Variant], budget_pp: float) -> None:

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     mixed_int8_max_float: float = Field(
         0.25, ge=0, le=1, description="Largest share of its ops int8 may leave in float when "
         "plain int8 misses the budget (past that, the model is no longer an int8 model).")
+    int8_weight_rounding: bool = Field(
+        True, description="When plain int8 misses the budget, first try its weights rounded the "
+        "GPTQ way on the selection images (one forward pass over them, seconds per layer, one "
+        "more int8 conversion; browserml.weight_rounding), kept when it measures better.")
 
     # Registry and server.
     database_url: str | None = Field(None, description="postgresql://... ; SQLite when unset.")

@@ -100,6 +100,15 @@ def export_tflite(model, out_dir: Path, variants: tuple[str, ...], calibration: 
     return written
 
 
+def int8_file(model, calibration: np.ndarray, path: Path) -> Path:
+    """Write ``model`` (as its weights are now) to ``path`` as per-channel int8 calibrated on
+    ``calibration``; return ``path``."""
+    with tempfile.TemporaryDirectory(prefix="browserml-savedmodel-") as tmp:
+        blob = converter_for(saved_model(model, Path(tmp)), "tflite-int8", calibration).convert()
+    path.write_bytes(blob)
+    return path
+
+
 def choose_int8(folder: Path, images: np.ndarray, expected: np.ndarray) -> tuple[str, float]:
     """Keep the per-tensor int8 model when its top-1 agreement with float32 (``expected``: the
     float model's classes for ``images``) is within ``PER_TENSOR_SLACK`` of per-channel's, since

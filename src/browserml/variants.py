@@ -76,6 +76,22 @@ class KeptTensor(BaseModel):
                           "step (the debugger's rmse/scale), on the probe images.")
 
 
+class WeightRounding(BaseModel):
+    """int8 only: the weights rounded onto their int8 grids the GPTQ way (each rounding error
+    spread over the inputs not rounded yet; :mod:`browserml.weight_rounding`) instead of to the
+    nearest step, fitted on the selection images; kept only when it measured better there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(description="How the weights were rounded.")
+    layers: int = Field(ge=0, description="Layers whose kernels were rounded that way.")
+    samples: int = Field(ge=0, description="Images the rounding was fitted on (the selection images).")
+    agreement: float = Field(description="int8 with these weights: agreement with float32 on the "
+                                         "selection images (the images it was fitted on).")
+    kept: bool = Field(description="Whether the written variant uses these weights (it beat "
+                                   "nearest rounding's plain_agreement).")
+
+
 class Precision(BaseModel):
     """How a quantized variant's mixed precision was chosen: measured on the convert's selection
     images (calibration images, else generated inputs), never on the test images its accuracy
@@ -95,6 +111,9 @@ class Precision(BaseModel):
     kept: list[KeptTensor] = Field(default_factory=list, description="Kept out of the quantized "
                                    "dtype, most sensitive first; empty when plain met the target.")
     met: bool = Field(description="Whether the written variant met the target on these images.")
+    rounding: WeightRounding | None = Field(
+        None, description="int8: the error-compensating weight rounding tried when plain int8 "
+                          "missed the target (ops kept in float are chosen after it, when kept).")
 
 
 class Variant(BaseModel):
