@@ -17,7 +17,8 @@ When plain uint8 or int8 misses the budget as top-1 agreement with float32 on th
 images (calibration images, else the generated inputs; never the test images), the fewest
 measured most sensitive tensors (uint8: :mod:`browserml.tfjs.precision`) or ops (int8:
 :func:`browserml.tflite.mix_int8`) are kept at higher precision, and the variant's
-``precision`` record says which and why.
+``precision`` record says which and why. int8 first tries its weights rounded the GPTQ way
+(:mod:`browserml.weight_rounding`), kept when it agrees more.
 """
 
 from __future__ import annotations
