@@ -139,18 +139,14 @@ def round_rows(weights: np.ndarray, hessian: np.ndarray, damping: float = DAMPIN
     """GPTQ rounding of ``weights`` (rows = output channels, already folded) onto each row's
     symmetric int8 grid (``max |w| / 127``), given ``hessian``: ``(n, n)`` shared by the rows or
     ``(rows, n, n)``. Returns the rounded (dequantized) rows; each row's largest weight is kept
-    exactly, so TFLite computes the same scale. Each row's inputs are rounded most active
-    first (GPTQ's "act order": the large errors are made early, while most inputs are still
-    free to absorb them; measured on the fine-tuned MobileNetV2, BENCHMARKS.md)."""
+    exactly, so TFLite computes the same scale. With a shared ``hessian`` the inputs are rounded
+    most active first (GPTQ's "act order": the large errors are made early, while most inputs
+    are still free to absorb them)."""
     if hessian.ndim == 2:
         order = np.argsort(-np.diagonal(hessian), kind="stable")
         rounded = round_in_order(weights[:, order], hessian[np.ix_(order, order)], damping)
         return rounded[:, np.argsort(order)]
-    order = np.argsort(-np.diagonal(hessian, axis1=1, axis2=2), axis=1, kind="stable")
-    rows = np.arange(len(order))[:, None]
-    rounded = round_in_order(weights[rows, order], hessian[rows[..., None], order[:, :, None],
-                                                           order[:, None, :]], damping)
-    return rounded[rows, np.argsort(order, axis=1)]
+    return round_in_order(weights, hessian, damping)
 
 
 def round_in_order(weights: np.ndarray, hessian: np.ndarray, damping: float) -> np.ndarray:
