@@ -6,6 +6,7 @@ headless Chromium."""
 from __future__ import annotations
 
 import importlib
+from contextlib import contextmanager
 
 import keras
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from browserml.convert import convert
 from browserml.model_source import read_source
 from browserml.tflite import float_op_ladder
-from browserml.weight_rounding import LEVELS, round_rows
+from browserml.weight_rounding import LEVELS, Rounding, round_rows
 
 SIZE = 16
 # the module, not the function of the same name that the package exports
@@ -127,6 +128,37 @@ def test_int8_keeps_gptq_rounded_weights_when_they_agree_more_and_runs_in_litert
     assert int8.check.passed and int8.check.runtime.startswith("LiteRT.js")
     assert int8.agreement > precision.plain_agreement + 0.2
     # the user's model got its own weights back
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, model.weights, strict=True))
+
+
+def test_a_rounding_failure_leaves_plain_int8_offered_and_the_weights_untouched(tmp_path,
+                                                                              monkeypatch):
+    """The rounding is an improvement on a file already written: a layer it cannot handle
+    must cost the variant nothing (the weights restored, the int8 file still checked)."""
+    model = correlated_features_model()
+    before = [weight.numpy().copy() for weight in model.weights]
+
+    kernel = model.layers[-1].kernel
+
+    @contextmanager
+    def zeroed(model, images, status):  # stands in for rounded weights, restored on close
+        kept = kernel.numpy()
+        kernel.assign(np.zeros(kernel.shape))
+        try:
+            yield Rounding(layers=1, samples=len(images))
+        finally:
+            kernel.assign(kept)
+
+    def refused(model, calibration, path):
+        raise ValueError("a layer the int8 converter refuses (test)")
+
+    monkeypatch.setattr(convert_module, "rounded_weights", zeroed)
+    monkeypatch.setattr(convert_module, "int8_file", refused)
+    build = convert(model, tmp_path / "int8", data="shapes",
+                    variants=("float32", "tflite-float32", "tflite-int8"))
+    int8 = build.variant("tflite-int8")
+    assert int8.precision.rounding is None
+    assert int8.check.passed and "GPTQ" not in (int8.note or "")
     assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, model.weights, strict=True))
 
 

@@ -249,18 +249,25 @@ def int8_precision(model, path: Path, source: Source, images: np.ndarray, output
 
 def int8_rounding(model, path: Path, source: Source, images: np.ndarray, outputs: np.ndarray,
                   plain: float, rounded: ExitStack,
-                  status: Callable[[str], None]) -> WeightRounding:
+                  status: Callable[[str], None]) -> WeightRounding | None:
     """Round ``model``'s weights the GPTQ way on ``images`` (:mod:`browserml.weight_rounding`),
     write it as per-channel int8 and measure its agreement with float32 (``outputs``) on the
     same images. When it beats plain int8 (``path``'s file, agreement ``plain``) the
     per-channel file replaces ``path`` and the rounded weights stay in place until
     ``rounded`` closes (so ops chosen next are chosen on this model); else ``model`` gets its
-    weights back at once."""
+    weights back at once. The rounding only improves a file that already exists, so a layer it
+    cannot handle costs nothing but the improvement: None, with the reason in ``status``."""
     expected = outputs.argmax(1)
     status("int8: weight rounding")
-    rounding = rounded.enter_context(rounded_weights(model, images, status))
     candidate = path.with_name("model.rounded.tflite")
-    int8_file(model, source.calibration, candidate)
+    try:
+        rounding = rounded.enter_context(rounded_weights(model, images, status))
+        int8_file(model, source.calibration, candidate)
+    except Exception as err:  # an optional improvement: plain int8 stands
+        rounded.close()
+        candidate.unlink(missing_ok=True)
+        status(f"int8: weight rounding skipped ({type(err).__name__}: {err})")
+        return None
     agreement = float((tflite_predict(candidate, images).argmax(1) == expected).mean())
     kept = agreement > plain
     if kept:
