@@ -1,8 +1,9 @@
 """Run the app under uvicorn: one worker, uvloop and httptools (the fast C event loop and HTTP
 parser in place of the pure-Python defaults), and the access log, proxy-header parsing and the
 Server header off by default: at tens of thousands of revalidations a second each costs a
-measurable share (see BENCHMARKS.md). Blob revalidations are answered inside the HTTP protocol
-(:mod:`.revalidation`), before ASGI."""
+measurable share (see BENCHMARKS.md). Blob revalidations (:mod:`.revalidation`) and plain full
+blob downloads (:mod:`.downloads`, sent with sendfile) are answered inside the HTTP protocol,
+before ASGI."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import uvicorn
 from ..settings import Settings
 from .app import create_app
 from .auth import token_path
+from .downloads import downloading_protocol
 from .protocol import Limits, check_file_limit, guarded_protocol
 from .revalidation import revalidating_protocol
 
@@ -53,13 +55,15 @@ def serve(
 
 def http_protocol(app: object, settings: Settings) -> type:
     """Given the app and settings, return uvicorn's ``http=``: httptools with the connection
-    limits of :mod:`.protocol`, and blob revalidations answered in the protocol
-    (:mod:`.revalidation`) when the app has the blob fast path."""
+    limits of :mod:`.protocol`, and, when the app has the blob fast path, blob revalidations
+    (:mod:`.revalidation`) and plain full blob downloads (:mod:`.downloads`, sendfile) answered
+    in the protocol."""
     limits = Limits(settings.max_header_bytes, settings.header_timeout_s, settings.max_connections)
     front = getattr(app, "front", None)
     if front is None:
         return guarded_protocol(limits)
-    return revalidating_protocol(front.blobs, front.count, guarded_protocol(limits))
+    downloads = downloading_protocol(front.blobs, front.count, guarded_protocol(limits))
+    return revalidating_protocol(front.blobs, front.count, downloads)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
