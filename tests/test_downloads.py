@@ -6,6 +6,7 @@ they do through ASGI; every other blob request still reaches the app."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import struct
@@ -16,6 +17,7 @@ import pytest
 
 from browserml.registry import Registry
 from browserml.server.blobs import BlobApp
+from browserml.server.run import start_in_thread
 from conftest import server_settings
 
 BIG = 8 * 1024 * 1024  # more than loopback's socket buffers hold: sending must wait for the client
@@ -241,3 +243,40 @@ def test_clients_that_leave_mid_body_leave_nothing_behind(blobs, monkeypatch):
     assert open_fds() <= baseline
     answer = httpx.get(f"{server.url}{path}")  # and the server goes on serving
     assert answer.status_code == 200 and hashlib.sha256(answer.content).hexdigest() == shas["big"]
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_with_the_access_log_on_every_blob_request_is_logged(tmp_path, make_build):
+    """``serve --access-log``: downloads and revalidations then go through ASGI, which logs
+    them (an answer made in the protocol would write no line)."""
+    settings = server_settings(tmp_path)
+    with Registry(settings) as registry:
+        registry.publish(make_build(seed=1), "digits", channel="stable")
+    lines = Lines()
+    with start_in_thread(settings, access_log=True) as server:
+        log = logging.getLogger("uvicorn.access")
+        level = log.level
+        log.addHandler(lines)
+        log.setLevel(logging.INFO)  # start_in_thread runs uvicorn at "warning"
+        try:
+            manifest = httpx.get(f"{server.url}/v1/models/digits/manifest").json()
+            sha = next(f["sha256"] for v in manifest["variants"] for f in v["files"]
+                       if f["role"] == "weights")
+            url = f"{server.url}/v1/blobs/{sha}"
+            with httpx.Client() as client:
+                statuses = [client.get(url).status_code, client.get(url).status_code,
+                            client.get(url, headers={"If-None-Match": f'"{sha}"'}).status_code]
+        finally:
+            log.removeHandler(lines)
+            log.setLevel(level)
+    assert statuses == [200, 200, 304]
+    blob_lines = [line for line in lines.lines if "/v1/blobs/" in line]
+    assert [line.rsplit(" ", 1)[-1] for line in blob_lines] == ["200", "200", "304"]

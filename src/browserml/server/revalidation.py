@@ -15,8 +15,9 @@ without ``Origin`` (cross-origin requests keep going through Starlette's CORS mi
 answered, the 304 is written straight to the transport, with the same headers the ASGI path sends
 (:func:`.blobs.not_modified_headers`) plus uvicorn's defaults (``date``). Everything else —
 including every other outcome for blobs (200, 206, 404, a non-matching tag) — goes to the app
-unchanged. Keep-alive, ``Connection: close``, HTTP/1.0 and pipelining follow uvicorn's own rules,
-because the hook ends by calling the protocol's own end-of-response bookkeeping.
+unchanged (:mod:`.downloads` then answers plain full downloads of verified blobs). Keep-alive,
+``Connection: close``, HTTP/1.0 and pipelining follow uvicorn's own rules, because the hook ends
+by calling the protocol's own end-of-response bookkeeping.
 
 The 304's bytes are not rebuilt per request: a blob's headers never change (encoded once per blob)
 and uvicorn's default headers (``date``) are re-encoded only when uvicorn replaces them, once a
