@@ -98,6 +98,9 @@ class _FileSender:
         except (OSError, EOFError):
             self.abort()
             return
+        except BaseException:
+            self.abort()  # never leave a writer watching a socket nobody will write to
+            raise
         self._finish()
 
     def _finish(self) -> None:
@@ -168,13 +171,14 @@ def downloading_protocol(blobs: BlobApp, count: Callable[[], None] | None = None
                 return False  # an earlier pipelined request is still being answered
             if self.parser.get_method() != b"GET" or self.parser.should_upgrade():
                 return False
-            if self.scheme != "http" or self.transport.get_write_buffer_size():
-                return False  # TLS, or bytes of an earlier response still queued in the transport
+            transport = self.transport
+            if self.scheme != "http" or transport.is_closing() or transport.get_write_buffer_size():
+                return False  # TLS, a closing connection, or an earlier response still queued
             accept = None
             for name, value in self.headers:
                 if name in _ASGI_HEADERS:
                     return False
-                if name == b"accept-encoding":
+                if name == b"accept-encoding" and accept is None:  # the first, as Starlette reads it
                     accept = value.decode("latin-1")
             sha256 = url[len(PREFIX):].decode("latin-1")
             if not is_sha256(sha256):
