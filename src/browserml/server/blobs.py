@@ -15,6 +15,11 @@ The disk is not trusted blindly (issue 17): a blob's bytes are hashed when first
 (a bad file answers ``503`` and is logged, never served), a file deleted under the server answers
 ``404`` (its cached stat is forgotten, so a restored file is served again without a restart), and a
 deleted ``.br``/``.gz`` copy is recreated from the blob.
+
+Once a file has been read and verified here, later plain full downloads of it (no Origin, Range or
+conditional) are answered before ASGI by :mod:`.downloads`, which sends the file with ``sendfile``
+as long as it is still the file that was verified (:meth:`BlobApp.download` says which file and
+head): the first download of each file always comes through this app.
 """
 
 from __future__ import annotations

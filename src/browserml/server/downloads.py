@@ -2,8 +2,9 @@
 
 Through ASGI a full ``GET /v1/blobs/{sha256}`` hands uvicorn the blob's bytes (from the memory
 cache of :mod:`.blobs`), and the kernel copies all of them from the process into the socket: a
-4 MiB shard cost ~1.3 ms of server CPU, six times nginx's, which sends the file with
-``sendfile(2)`` (the kernel passes page-cache pages to the socket, no copy through the process).
+4 MiB shard cost 0.9-1.6 ms of server CPU, four to six times nginx's, which sends the file with
+``sendfile(2)`` (the kernel hands page-cache pages to the socket, no copy through the process).
+Sent this way it costs 0.2-0.35 ms (``benchmarks/bench_serving.py``; BENCHMARKS.md).
 uvicorn has no way to send a file (ASGI's "zero copy send" extension is not implemented, and
 uvloop's ``loop.sendfile`` raises ``NotImplementedError``), so this module does it by hand, the
 way :mod:`.revalidation` answers 304s: :func:`downloading_protocol` returns uvicorn's httptools
