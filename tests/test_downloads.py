@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 
+import brotli
 import httpx
 import pytest
 
@@ -122,12 +123,11 @@ def test_a_download_from_the_protocol_is_the_one_the_app_sends(blobs, monkeypatc
     assert encoding == ("br" if role == "compressed" else None)
     body = first[3]
     if encoding == "br":
-        import brotli
         body = brotli.decompress(body)
     assert hashlib.sha256(body).hexdigest() == sha
 
 
-def test_pipelined_requests_are_answered_in_order(blobs, monkeypatch):
+def test_pipelined_requests_are_answered_in_order(blobs):
     server, shas, _ = blobs
     big, weights = f"/v1/blobs/{shas['big']}", f"/v1/blobs/{shas['weights']}"
     for path in (big, weights):
