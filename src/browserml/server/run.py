@@ -7,6 +7,7 @@ before ASGI."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -63,8 +64,10 @@ def http_protocol(app: object, settings: Settings, access_log: bool = False) -> 
     front = getattr(app, "front", None)
     if front is None or access_log:
         return guarded_protocol(limits)
-    downloads = downloading_protocol(front.blobs, front.count, guarded_protocol(limits))
-    return revalidating_protocol(front.blobs, front.count, downloads)
+    below = guarded_protocol(limits)
+    if hasattr(os, "sendfile"):  # not on Windows
+        below = downloading_protocol(front.blobs, front.count, below)
+    return revalidating_protocol(front.blobs, front.count, below)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
