@@ -185,18 +185,20 @@ class BlobApp:
         identity = file_identity(chosen.stat)
         if self._memory.verified.get(chosen.path) != identity:
             return None
-        return Download(str(chosen.path), _download_head(chosen, sha256), identity)
+        return Download(str(chosen.path), _download_head(chosen, sha256), identity,
+                        self._memory.get(chosen.path))
 
 
 @dataclass(frozen=True)
 class Download:
-    """A full blob response that may be sent straight from its file: the path, the headers the
-    ASGI path would send for it (encoded, after uvicorn's defaults), and the file's
-    :func:`file_identity` when it was verified."""
+    """A full blob response that may be answered in the protocol: the path, the headers the
+    ASGI path would send for it (encoded, after uvicorn's defaults), the file's
+    :func:`file_identity` when it was verified, and its bytes if still in memory."""
 
     path: str
     head: bytes
     identity: tuple[int, int, int, int]
+    body: bytes | None = None  # the verified bytes, when the memory cache still holds them
 
 
 def file_identity(stat: os.stat_result) -> tuple[int, int, int, int]:
@@ -259,6 +261,13 @@ class MemoryCache:
         else:
             self._items.move_to_end(file.path)
         return Response(body, headers=dict(file.headers))
+
+    def get(self, path: Path) -> bytes | None:
+        """Return the cached bytes of ``path`` (verified when read), or None."""
+        body = self._items.get(path)
+        if body is not None:
+            self._items.move_to_end(path)
+        return body
 
     def _add(self, path: Path, body: bytes) -> None:
         if path in self._items:

@@ -41,7 +41,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..registry.blobs import is_sha256
 from .blobs import BlobApp
-from .revalidation import PREFIX, head_starter
+from .revalidation import _ANSWERED, PREFIX, head_starter
 
 _STATUS_200 = b"HTTP/1.1 200 OK\r\n"
 # Request headers whose meaning the ASGI path handles (or that announce a body): not ours.
@@ -187,6 +187,13 @@ def downloading_protocol(blobs: BlobApp, count: Callable[[], None] | None = None
             download = blobs.download(sha256, accept)
             if download is None:
                 return False
+            keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+            head = head_start(self.server_state) + download.head
+            head += b"\r\n" if keep_alive else b"connection: close\r\n\r\n"
+            if download.body is not None:
+                if self.flow.write_paused:
+                    return False  # the client is not reading: the app waits for it
+                return self._answer_from_memory(head, download.body, keep_alive)
             try:
                 file_fd = os.open(download.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
@@ -197,15 +204,26 @@ def downloading_protocol(blobs: BlobApp, count: Callable[[], None] | None = None
                 return False  # changed since it was verified: the app reads it again
             if self.browserml_socket == _NOT_OPEN:
                 self.browserml_socket = self.transport.get_extra_info("socket").fileno()
-            keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-            head = head_start(self.server_state) + download.head
-            head += b"\r\n" if keep_alive else b"connection: close\r\n\r\n"
             if count is not None:
                 count()
             sender = _FileSender(self, self.browserml_socket, file_fd, head, stat.st_size, keep_alive)
             self.cycle = sender  # pipelined requests queue behind it; uvicorn's callbacks skip it
             self.browserml_sender = sender
             sender.send()
+            return True
+
+        def _answer_from_memory(self, head: bytes, body: bytes, keep_alive: bool) -> bool:
+            """Hand the verified bytes to the transport (libuv writes them as the client
+            reads, no copy) and end the response as the 304 path does."""
+            transport = self.transport
+            transport.write(head)
+            transport.write(body)
+            if count is not None:
+                count()
+            self.cycle = _ANSWERED
+            if not keep_alive:
+                transport.close()
+            self.on_response_complete()
             return True
 
     return DownloadingProtocol
