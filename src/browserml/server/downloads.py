@@ -1,14 +1,21 @@
-"""Full blob downloads answered inside the HTTP protocol, the body sent with ``sendfile``.
+"""Full blob downloads answered inside the HTTP protocol, before ASGI.
 
-Through ASGI a full ``GET /v1/blobs/{sha256}`` hands uvicorn the blob's bytes (from the memory
-cache of :mod:`.blobs`), and the kernel copies all of them from the process into the socket: a
-4 MiB shard cost 0.9-1.6 ms of server CPU, four to six times nginx's, which sends the file with
-``sendfile(2)`` (the kernel hands page-cache pages to the socket, no copy through the process).
-Sent this way it costs 0.2-0.35 ms (``benchmarks/bench_serving.py``; BENCHMARKS.md).
-uvicorn has no way to send a file (ASGI's "zero copy send" extension is not implemented, and
-uvloop's ``loop.sendfile`` raises ``NotImplementedError``), so this module does it by hand, the
-way :mod:`.revalidation` answers 304s: :func:`downloading_protocol` returns uvicorn's httptools
-protocol with one hook at "headers complete".
+Through ASGI a full ``GET /v1/blobs/{sha256}`` costs uvicorn a scope, a cycle, a task and two
+``send`` calls, and Starlette a Response, before the bytes (from the memory cache of
+:mod:`.blobs`) reach the transport. Like the 304s of :mod:`.revalidation`, the plain case is
+answered at "headers complete" instead, in one of two ways:
+
+* **Bytes in the memory cache** (the usual case: verification reads a file into it): the head
+  and the cached bytes go to the transport, which libuv writes as the client reads (no copy in
+  Python), and the response ends at once, as a 304 does. Over loopback this is also what the
+  client receives cheapest (see below).
+* **A verified file whose bytes the cache dropped** (evicted): ``os.sendfile`` from the file,
+  directly on the socket. uvicorn cannot send a file (no ASGI zero-copy extension; uvloop's
+  ``loop.sendfile`` raises ``NotImplementedError``), so this is hand-written. It costs the server
+  a quarter of the CPU of copying (0.2-0.4 ms vs 0.8-1.3 ms per 4 MiB, like nginx), but over
+  loopback the *client* pays more to receive pages handed over by reference (``wrk``: 1.35-1.77
+  ms vs 1.1 ms per 4 MiB), so with both on one idle machine copying was faster; hence memory first
+  (BENCHMARKS.md, issue 17 follow-up 2).
 
 It answers only the plain case: ``GET`` of ``/v1/blobs/<sha256>`` (no query) without ``Origin``
 (CORS stays in Starlette's middleware), ``Range``, ``If-None-Match``, ``If-Range``, ``Expect``
@@ -20,8 +27,9 @@ verified, cross-origin requests — goes to the app unchanged. The head is the o
 sends (same headers, same order, content coding chosen by the same rule; uvicorn's ``date``
 first), so a client cannot tell the two apart.
 
-The body: ``os.write`` of the head, then ``os.sendfile`` from the file, directly on the
-connection's socket (non-blocking). When the socket is full, a ``dup`` of its descriptor is
+For sendfile: ``os.write`` of the head, then ``os.sendfile`` from the file, directly on the
+connection's socket (non-blocking), only when nothing of an earlier response is still queued in
+the transport. When the socket is full, a ``dup`` of its descriptor is
 watched for writability (uvloop refuses a writer on the transport's own descriptor) and sending
 resumes there. While a body is in flight the request's cycle is a :class:`_FileSender` whose
 ``response_complete`` is False, so uvicorn queues pipelined requests behind it exactly as it
