@@ -15,6 +15,11 @@ The disk is not trusted blindly (issue 17): a blob's bytes are hashed when first
 (a bad file answers ``503`` and is logged, never served), a file deleted under the server answers
 ``404`` (its cached stat is forgotten, so a restored file is served again without a restart), and a
 deleted ``.br``/``.gz`` copy is recreated from the blob.
+
+Once a file has been read and verified here, later plain full downloads of it (no Origin, Range or
+conditional) are answered before ASGI by :mod:`.downloads`, which sends the file with ``sendfile``
+as long as it is still the file that was verified (:meth:`BlobApp.download` says which file and
+head): the first download of each file always comes through this app.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import hashlib
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -165,16 +170,61 @@ class BlobApp:
         headers = Headers(scope=scope)
         if matches(headers.get("if-none-match"), sha256):
             return Response(status_code=304, headers={**BLOB_HEADERS, "etag": f'"{sha256}"'})
-        chosen = _choose(files, headers)
-        extra = {"etag": f'"{sha256}"' if chosen.encoding is None else f'"{sha256}-{chosen.encoding}"'}
-        if chosen.encoding is not None:
-            extra["content-encoding"] = chosen.encoding
-        return BlobFileResponse(
-            chosen.path,
-            stat_result=chosen.stat,
-            headers={**BLOB_HEADERS, **extra},
-            media_type="application/octet-stream",
-        )
+        return _file_response(_choose(files, headers), sha256)
+
+    def download(self, sha256: str, accept_encoding: str | None) -> Download | None:
+        """Given a blob and the request's Accept-Encoding, return what a plain full ``GET``
+        (no Range, no conditional, no Origin) answers — the chosen file and the response head
+        :meth:`respond` gives it — when that file was read and verified (by this app's memory
+        cache) and has not changed on disk since; None otherwise (the ASGI path answers it)."""
+        try:
+            files = self._representations(sha256)
+        except NotFoundError:
+            return None
+        chosen = _choose(files, {"accept-encoding": accept_encoding} if accept_encoding else {})
+        identity = file_identity(chosen.stat)
+        if self._memory.verified.get(chosen.path) != identity:
+            return None
+        return Download(str(chosen.path), _download_head(chosen, sha256), identity,
+                        self._memory.get(chosen.path))
+
+
+@dataclass(frozen=True)
+class Download:
+    """A full blob response that may be answered in the protocol: the path, the headers the
+    ASGI path would send for it (encoded, after uvicorn's defaults), the file's
+    :func:`file_identity` when it was verified, and its bytes if still in memory."""
+
+    path: str
+    head: bytes
+    identity: tuple[int, int, int, int]
+    body: bytes | None = None  # the verified bytes, when the memory cache still holds them
+
+
+def file_identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells a changed file from the one that was verified: device, inode, size, mtime."""
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _file_response(chosen: BlobFile, sha256: str) -> BlobFileResponse:
+    """The 200 (or, for a Range request, 206) of one representation of a blob."""
+    extra = {"etag": f'"{sha256}"' if chosen.encoding is None else f'"{sha256}-{chosen.encoding}"'}
+    if chosen.encoding is not None:
+        extra["content-encoding"] = chosen.encoding
+    return BlobFileResponse(
+        chosen.path,
+        stat_result=chosen.stat,
+        headers={**BLOB_HEADERS, **extra},
+        media_type="application/octet-stream",
+    )
+
+
+@lru_cache(maxsize=4096)
+def _download_head(chosen: BlobFile, sha256: str) -> bytes:
+    """The headers of a full response of ``chosen``, exactly as the ASGI path sends them (the
+    memory cache's Response copies the file response's headers), encoded once per file."""
+    return b"".join(name + b": " + value + b"\r\n" for name, value in
+                    Response(b"", headers=dict(_file_response(chosen, sha256).headers)).raw_headers)
 
 
 class MemoryCache:
@@ -188,6 +238,9 @@ class MemoryCache:
         self.budget = budget_bytes
         self._items: OrderedDict[Path, bytes] = OrderedDict()
         self._total = 0
+        # Every file whose bytes hashed to its name, with its identity when it did (kept after
+        # the bytes are evicted: the protocol sends such files from disk, see .downloads).
+        self.verified: dict[Path, tuple[int, int, int, int]] = {}
 
     async def response(self, file: BlobFileResponse, sha256: str, encoding: str | None) -> Response:
         """Given a file response for ``sha256`` (content-coded ``encoding`` or identity), return
@@ -200,11 +253,21 @@ class MemoryCache:
             return file
         body = self._items.get(file.path)
         if body is None:
-            body = await anyio.to_thread.run_sync(_read_verified, Path(file.path), sha256, encoding)
-            self._add(Path(file.path), body)
+            path = Path(file.path)
+            body, identity = await anyio.to_thread.run_sync(_read_verified, path, sha256, encoding)
+            self._add(path, body)
+            if identity is not None:
+                self.verified[path] = identity
         else:
             self._items.move_to_end(file.path)
         return Response(body, headers=dict(file.headers))
+
+    def get(self, path: Path) -> bytes | None:
+        """Return the cached bytes of ``path`` (verified when read), or None."""
+        body = self._items.get(path)
+        if body is not None:
+            self._items.move_to_end(path)
+        return body
 
     def _add(self, path: Path, body: bytes) -> None:
         if path in self._items:
@@ -216,9 +279,14 @@ class MemoryCache:
             self._total -= len(evicted)
 
 
-def _read_verified(path: Path, sha256: str, encoding: str | None) -> bytes:
-    """Read a blob file; raise BlobUnavailable (503) unless its content hashes to ``sha256``."""
-    body = path.read_bytes()
+def _read_verified(path: Path, sha256: str, encoding: str | None
+                   ) -> tuple[bytes, tuple[int, int, int, int] | None]:
+    """Read a blob file; raise BlobUnavailable (503) unless its content hashes to ``sha256``.
+    Return its bytes and its :func:`file_identity` (None when the file changed while read)."""
+    with path.open("rb") as file:
+        before = file_identity(os.fstat(file.fileno()))
+        body = file.read()
+        identity = before if file_identity(os.fstat(file.fileno())) == before else None
     content = body
     try:
         if encoding == "br":
@@ -231,7 +299,7 @@ def _read_verified(path: Path, sha256: str, encoding: str | None) -> bytes:
         log.error("blob %s (%s) does not match its hash: corrupted on disk; republish it", path,
                   encoding or "identity")
         raise BlobUnavailable(503, f"blob {sha256} failed its integrity check on the server")
-    return body
+    return body, identity
 
 
 class BlobFastPathMiddleware:
@@ -298,7 +366,7 @@ def _accepted(accept_encoding: str) -> set[str]:
     return accepted
 
 
-def _choose(files: tuple[BlobFile, ...], headers: Headers) -> BlobFile:
+def _choose(files: tuple[BlobFile, ...], headers: Mapping[str, str]) -> BlobFile:
     """Pick the smallest representation the client accepts; identity for Range requests,
     because ranges address the identity bytes that the manifest's sizes describe."""
     identity = files[0]

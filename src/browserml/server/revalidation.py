@@ -15,8 +15,9 @@ without ``Origin`` (cross-origin requests keep going through Starlette's CORS mi
 answered, the 304 is written straight to the transport, with the same headers the ASGI path sends
 (:func:`.blobs.not_modified_headers`) plus uvicorn's defaults (``date``). Everything else —
 including every other outcome for blobs (200, 206, 404, a non-matching tag) — goes to the app
-unchanged. Keep-alive, ``Connection: close``, HTTP/1.0 and pipelining follow uvicorn's own rules,
-because the hook ends by calling the protocol's own end-of-response bookkeeping.
+unchanged (:mod:`.downloads` then answers plain full downloads of verified blobs). Keep-alive,
+``Connection: close``, HTTP/1.0 and pipelining follow uvicorn's own rules, because the hook ends
+by calling the protocol's own end-of-response bookkeeping.
 
 The 304's bytes are not rebuilt per request: a blob's headers never change (encoded once per blob)
 and uvicorn's default headers (``date``) are re-encoded only when uvicorn replaces them, once a
@@ -62,19 +63,7 @@ def revalidating_protocol(blobs: BlobApp, count: Callable[[], None] | None = Non
     protocol it extends (the server's :func:`.protocol.guarded_protocol`: the revalidation check
     runs first, so a 304 pays for one Python call at "headers complete", not two)."""
 
-    default_headers: list[tuple[bytes, bytes]] | None = None
-    status_and_defaults = b""
-
-    def head_start(server_state: object) -> bytes:
-        """The status line and uvicorn's default headers (``date``), re-encoded only when uvicorn
-        replaces its list (once a second), not per request."""
-        nonlocal default_headers, status_and_defaults
-        current = server_state.default_headers  # type: ignore[attr-defined]
-        if current is not default_headers:
-            status_and_defaults = _STATUS_304 + b"".join(
-                name + b": " + value + b"\r\n" for name, value in current)
-            default_headers = current
-        return status_and_defaults
+    head_start = head_starter(_STATUS_304)
 
     class RevalidatingProtocol(base):  # type: ignore[misc, valid-type]
         def on_headers_complete(self) -> None:
@@ -120,6 +109,25 @@ def revalidating_protocol(blobs: BlobApp, count: Callable[[], None] | None = Non
             return True
 
     return RevalidatingProtocol
+
+
+def head_starter(status_line: bytes) -> Callable[[object], bytes]:
+    """Given a status line, return a function of uvicorn's server state that returns it followed
+    by uvicorn's default headers (``date``), as uvicorn writes them; re-encoded only when uvicorn
+    replaces its list (once a second), not per request."""
+    default_headers: list[tuple[bytes, bytes]] | None = None
+    status_and_defaults = b""
+
+    def head_start(server_state: object) -> bytes:
+        nonlocal default_headers, status_and_defaults
+        current = server_state.default_headers  # type: ignore[attr-defined]
+        if current is not default_headers:
+            status_and_defaults = status_line + b"".join(
+                name + b": " + value + b"\r\n" for name, value in current)
+            default_headers = current
+        return status_and_defaults
+
+    return head_start
 
 
 @lru_cache(maxsize=4096)

@@ -1,11 +1,13 @@
 """Run the app under uvicorn: one worker, uvloop and httptools (the fast C event loop and HTTP
 parser in place of the pure-Python defaults), and the access log, proxy-header parsing and the
 Server header off by default: at tens of thousands of revalidations a second each costs a
-measurable share (see BENCHMARKS.md). Blob revalidations are answered inside the HTTP protocol
-(:mod:`.revalidation`), before ASGI."""
+measurable share (see BENCHMARKS.md). Blob revalidations (:mod:`.revalidation`) and plain full
+blob downloads (:mod:`.downloads`, sent with sendfile) are answered inside the HTTP protocol,
+before ASGI."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -16,6 +18,7 @@ import uvicorn
 from ..settings import Settings
 from .app import create_app
 from .auth import token_path
+from .downloads import downloading_protocol
 from .protocol import Limits, check_file_limit, guarded_protocol
 from .revalidation import revalidating_protocol
 
@@ -42,7 +45,7 @@ def serve(
         host=host or settings.host,
         port=settings.port if port is None else port,
         loop="uvloop",
-        http=http_protocol(app, settings),
+        http=http_protocol(app, settings, access_log),
         timeout_keep_alive=int(max(1, settings.keepalive_timeout_s)),
         access_log=access_log,
         proxy_headers=proxy_headers,
@@ -51,15 +54,20 @@ def serve(
     )
 
 
-def http_protocol(app: object, settings: Settings) -> type:
+def http_protocol(app: object, settings: Settings, access_log: bool = False) -> type:
     """Given the app and settings, return uvicorn's ``http=``: httptools with the connection
-    limits of :mod:`.protocol`, and blob revalidations answered in the protocol
-    (:mod:`.revalidation`) when the app has the blob fast path."""
+    limits of :mod:`.protocol`, and, when the app has the blob fast path, blob revalidations
+    (:mod:`.revalidation`) and plain full blob downloads (:mod:`.downloads`, sendfile) answered
+    in the protocol. With ``access_log`` every request goes through ASGI, where uvicorn logs it
+    (the answers made in the protocol write no log line)."""
     limits = Limits(settings.max_header_bytes, settings.header_timeout_s, settings.max_connections)
     front = getattr(app, "front", None)
-    if front is None:
+    if front is None or access_log:
         return guarded_protocol(limits)
-    return revalidating_protocol(front.blobs, front.count, guarded_protocol(limits))
+    below = guarded_protocol(limits)
+    if hasattr(os, "sendfile"):  # not on Windows
+        below = downloading_protocol(front.blobs, front.count, below)
+    return revalidating_protocol(front.blobs, front.count, below)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -95,15 +103,17 @@ class BackgroundServer:
             self.stop()
 
 
-def start_in_thread(settings: Settings, timeout_s: float = 15) -> BackgroundServer:
+def start_in_thread(settings: Settings, timeout_s: float = 15,
+                    access_log: bool = False) -> BackgroundServer:
     """Given settings, start ``create_app(settings)`` on a free loopback port (uvloop +
-    httptools, as :func:`serve` does) and return once it accepts connections."""
+    httptools, as :func:`serve` does, with or without its access log) and return once it
+    accepts connections."""
     port = free_port()
     check_file_limit(settings.max_connections)
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop",
-                            http=http_protocol(app, settings), log_level="warning", lifespan="on",
-                            access_log=False, server_header=False,
+                            http=http_protocol(app, settings, access_log), log_level="warning",
+                            lifespan="on", access_log=access_log, server_header=False,
                             timeout_keep_alive=int(max(1, settings.keepalive_timeout_s)))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
