@@ -344,11 +344,18 @@ def test_a_corrupted_blob_is_never_served(published, live_server):
     assert answer.status_code == 503 and "integrity" in answer.json()["error"]
 
 
-def test_a_deleted_blob_is_a_404_and_a_restored_one_is_served_again(published, live_server):
+@pytest.mark.parametrize("before", ["head", "downloaded"])
+def test_a_deleted_blob_is_a_404_and_a_restored_one_is_served_again(published, live_server, before):
+    """Deleted after a HEAD (its files looked up) or after full downloads (its bytes in memory
+    and answered in the protocol, :mod:`browserml.server.downloads`): 404 either way."""
     server = live_server(published)
     sha, path = _blob(published, server.url)
     original = path.read_bytes()
     httpx.head(f"{server.url}/v1/blobs/{sha}")
+    if before == "downloaded":
+        for _ in range(2):
+            answer = httpx.get(f"{server.url}/v1/blobs/{sha}", headers={"accept-encoding": "identity"})
+            assert answer.content == original
     path.unlink()
     for headers in ({}, {"range": "bytes=0-3"}, {"accept-encoding": "identity"}):
         answer = httpx.get(f"{server.url}/v1/blobs/{sha}", headers=headers)

@@ -182,7 +182,10 @@ class BlobApp:
         except NotFoundError:
             return None
         chosen = _choose(files, {"accept-encoding": accept_encoding} if accept_encoding else {})
-        identity = file_identity(chosen.stat)
+        try:  # the file as it is now, not as first looked up: a deleted blob is a 404 (ASGI)
+            identity = file_identity(os.stat(chosen.path))
+        except FileNotFoundError:
+            return None
         if self._memory.verified.get(chosen.path) != identity:
             return None
         return Download(str(chosen.path), _download_head(chosen, sha256), identity,
@@ -259,6 +262,7 @@ class MemoryCache:
             if identity is not None:
                 self.verified[path] = identity
         else:
+            os.stat(file.path)  # deleted since it was read: FileNotFoundError (a 404), not its bytes
             self._items.move_to_end(file.path)
         return Response(body, headers=dict(file.headers))
 
