@@ -80,8 +80,8 @@ def targets(model) -> list[Target]:
             continue
         if kind == "Dense" and len(node_of(layer).input_tensors[0].shape) != 2:
             continue
-        kernel = layer.kernel.numpy()
-        channels = kernel.shape[2] * kernel.shape[3] if kind == "DepthwiseConv2D" else kernel.shape[-1]
+        shape = tuple(layer.kernel.shape)
+        channels = shape[2] * shape[3] if kind == "DepthwiseConv2D" else shape[-1]
         fold = np.ones(channels, np.float32)
         after = consumers.get(id(node_of(layer).output_tensors[0]), [])
         linear = getattr(layer.activation, "__name__", "") == "linear"

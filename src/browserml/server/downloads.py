@@ -49,18 +49,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..registry.blobs import is_sha256
 from .blobs import BlobApp
-from .revalidation import _ANSWERED, PREFIX, head_starter
+from .revalidation import PREFIX, NoEvent, answered, head_starter, is_blob_url
 
 _STATUS_200 = b"HTTP/1.1 200 OK\r\n"
 # Request headers whose meaning the ASGI path handles (or that announce a body): not ours.
 _ASGI_HEADERS = frozenset({b"origin", b"range", b"if-none-match", b"if-range", b"expect",
                            b"content-length", b"transfer-encoding"})
 _NOT_OPEN = -1
-
-
-class _NoEvent:
-    def set(self) -> None:
-        """Nothing waits on a request answered in the protocol."""
 
 
 class _FileSender:
@@ -70,7 +65,7 @@ class _FileSender:
 
     disconnected = False
     more_body = True
-    message_event = _NoEvent()
+    message_event = NoEvent()
 
     def __init__(self, protocol: HttpToolsProtocol, socket_fd: int, file_fd: int, head: bytes,
                  size: int, keep_alive: bool) -> None:
@@ -173,8 +168,7 @@ def downloading_protocol(blobs: BlobApp, count: Callable[[], None] | None = None
             super()._refuse(response)
 
         def _answer_download(self) -> bool:
-            url = self.url
-            if not url.startswith(PREFIX) or len(url) != len(PREFIX) + 64:
+            if not is_blob_url(self.url):
                 return False
             if self.cycle is not None and not self.cycle.response_complete:
                 return False  # an earlier pipelined request is still being answered
@@ -189,7 +183,7 @@ def downloading_protocol(blobs: BlobApp, count: Callable[[], None] | None = None
                     return False
                 if name == b"accept-encoding" and accept is None:  # the first, as Starlette reads it
                     accept = value.decode("latin-1")
-            sha256 = url[len(PREFIX):].decode("latin-1")
+            sha256 = self.url[len(PREFIX):].decode("latin-1")
             if not is_sha256(sha256):
                 return False
             download = blobs.download(sha256, accept)
@@ -201,7 +195,8 @@ def downloading_protocol(blobs: BlobApp, count: Callable[[], None] | None = None
             if download.body is not None:
                 if self.flow.write_paused:
                     return False  # the client is not reading: the app waits for it
-                return self._answer_from_memory(head, download.body, keep_alive)
+                # libuv writes the verified bytes as the client reads: no copy in Python
+                return answered(self, keep_alive, count, head, download.body)
             try:
                 file_fd = os.open(download.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
@@ -218,20 +213,6 @@ def downloading_protocol(blobs: BlobApp, count: Callable[[], None] | None = None
             self.cycle = sender  # pipelined requests queue behind it; uvicorn's callbacks skip it
             self.browserml_sender = sender
             sender.send()
-            return True
-
-        def _answer_from_memory(self, head: bytes, body: bytes, keep_alive: bool) -> bool:
-            """Hand the verified bytes to the transport (libuv writes them as the client
-            reads, no copy) and end the response as the 304 path does."""
-            transport = self.transport
-            transport.write(head)
-            transport.write(body)
-            if count is not None:
-                count()
-            self.cycle = _ANSWERED
-            if not keep_alive:
-                transport.close()
-            self.on_response_complete()
             return True
 
     return DownloadingProtocol

@@ -39,7 +39,7 @@ PREFIX = b"/v1/blobs/"
 _STATUS_304 = b"HTTP/1.1 304 Not Modified\r\n"
 
 
-class _NoEvent:
+class NoEvent:
     def set(self) -> None:
         """Nothing waits on a request answered in the protocol."""
 
@@ -50,7 +50,7 @@ class _Answered:
 
     response_complete = True
     disconnected = False
-    message_event = _NoEvent()
+    message_event = NoEvent()
 
 
 _ANSWERED = _Answered()
@@ -71,8 +71,7 @@ def revalidating_protocol(blobs: BlobApp, count: Callable[[], None] | None = Non
                 super().on_headers_complete()
 
         def _answer_revalidation(self) -> bool:
-            url = self.url
-            if not url.startswith(PREFIX) or len(url) != len(PREFIX) + 64:
+            if not is_blob_url(self.url):
                 return False
             if self.cycle is not None and not self.cycle.response_complete:
                 return False  # an earlier pipelined request is still being answered
@@ -86,7 +85,7 @@ def revalidating_protocol(blobs: BlobApp, count: Callable[[], None] | None = Non
                     tag = value
             if tag is None:
                 return False
-            name = url[len(PREFIX):]
+            name = self.url[len(PREFIX):]
             sha256 = name.decode("latin-1")
             if not is_sha256(sha256):
                 return False
@@ -99,16 +98,32 @@ def revalidating_protocol(blobs: BlobApp, count: Callable[[], None] | None = Non
             head = head_start(self.server_state) + _not_modified_tail(sha256)
             if not keep_alive:
                 head = head[:-2] + b"connection: close\r\n\r\n"
-            self.transport.write(head)
-            if count is not None:
-                count()
-            self.cycle = _ANSWERED  # the parser's on_body / on_message_complete then do nothing
-            if not keep_alive:
-                self.transport.close()
-            self.on_response_complete()
-            return True
+            return answered(self, keep_alive, count, head)
 
     return RevalidatingProtocol
+
+
+def is_blob_url(url: bytes) -> bool:
+    """Cheap first test of a request target: ``/v1/blobs/`` and 64 characters, no query (the
+    caller still checks that they are a sha256)."""
+    return url.startswith(PREFIX) and len(url) == len(PREFIX) + 64
+
+
+def answered(protocol: HttpToolsProtocol, keep_alive: bool, count: Callable[[], None] | None,
+             *chunks: bytes) -> bool:
+    """Write a whole response (``chunks``) on ``protocol``'s transport and end it with uvicorn's
+    own end-of-response bookkeeping (keep-alive timer, next pipelined request), closing the
+    connection first unless ``keep_alive``; return True (the request was answered)."""
+    transport = protocol.transport
+    for chunk in chunks:
+        transport.write(chunk)
+    if count is not None:
+        count()
+    protocol.cycle = _ANSWERED  # the parser's on_body / on_message_complete then do nothing
+    if not keep_alive:
+        transport.close()
+    protocol.on_response_complete()
+    return True
 
 
 def head_starter(status_line: bytes) -> Callable[[object], bytes]:
